@@ -1,0 +1,3 @@
+"""zeek-ml: a learned intrusion detector for Zeek conn logs."""
+
+__version__ = "0.1.0"

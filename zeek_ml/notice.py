@@ -1,0 +1,97 @@
+"""Verdicts -> notice.log rows (Zeek's 26 standard columns first, then ours)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from zeek_ml.zeeklog.schema import NOTICE_FIELDS
+
+NOTE = "ZeekML::Suspicious_Connection"
+"""The ``note`` of every notice zeek-ml writes (one Notice::Type, as in zeek_scripts/)."""
+
+DEFAULT_SUPPRESS_FOR = 3600.0
+"""Zeek's default ``Notice::default_suppression_interval`` (1 hour)."""
+
+EXTRA_NOTICE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("zeek_ml.score", "double"),
+    ("zeek_ml.threshold", "double"),
+    ("zeek_ml.model", "string"),
+    ("zeek_ml.model_version", "string"),
+)
+"""Columns after the standard ones: the score, the threshold it crossed, and the model."""
+
+NOTICE_LOG_FIELDS: tuple[tuple[str, str], ...] = NOTICE_FIELDS + EXTRA_NOTICE_FIELDS
+
+SCORE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("zeek_ml.score", "double"),
+    ("zeek_ml.verdict", "bool"),
+    ("zeek_ml.model", "string"),
+)
+"""Columns appended to each connection by ``score --all`` (an enriched conn log)."""
+
+
+def _text(series: pd.Series, default: str) -> pd.Series:
+    return series.astype(object).where(series.notna(), default).astype(str)
+
+
+def notices_from_conns(
+    conns: pd.DataFrame, scores: np.ndarray, threshold: float, model_name: str, model_version: str
+) -> pd.DataFrame:
+    """One notice row per connection in ``conns`` (already the flagged ones)."""
+    n = len(conns)
+    orig_h = _text(conns["id.orig_h"], "?")
+    resp_h = _text(conns["id.resp_h"], "?")
+    orig_p = _text(conns["id.orig_p"], "?")
+    resp_p = _text(conns["id.resp_p"], "?")
+    proto = _text(conns["proto"], "?")
+    service = _text(conns["service"], "no service")
+    state = _text(conns["conn_state"], "?")
+    history = _text(conns["history"], "-")
+    score_txt = pd.Series([f"{s:.3f}" for s in scores], index=conns.index)
+    msg = (
+        "Suspicious "
+        + proto
+        + " connection "
+        + orig_h
+        + ":"
+        + orig_p
+        + " -> "
+        + resp_h
+        + ":"
+        + resp_p
+        + " ("
+        + service
+        + ", "
+        + state
+        + ", history "
+        + history
+        + "): model score "
+        + score_txt
+        + f" >= threshold {threshold:.3f}"
+    )
+    frame = pd.DataFrame(
+        {
+            "ts": conns["ts"].to_numpy(dtype=float, na_value=np.nan),
+            "uid": conns["uid"].to_numpy(),
+            "id.orig_h": conns["id.orig_h"].to_numpy(),
+            "id.orig_p": conns["id.orig_p"].to_numpy(),
+            "id.resp_h": conns["id.resp_h"].to_numpy(),
+            "id.resp_p": conns["id.resp_p"].to_numpy(),
+            "proto": conns["proto"].to_numpy(),
+            "note": [NOTE] * n,
+            "msg": msg.to_numpy(),
+            "sub": ("score=" + score_txt).to_numpy(),
+            "src": conns["id.orig_h"].to_numpy(),
+            "dst": conns["id.resp_h"].to_numpy(),
+            "p": conns["id.resp_p"].to_numpy(),
+            "actions": [["Notice::ACTION_LOG"] for _ in range(n)],
+            "email_dest": [[] for _ in range(n)],
+            "suppress_for": np.full(n, DEFAULT_SUPPRESS_FOR),
+            "zeek_ml.score": np.asarray(scores, dtype=float),
+            "zeek_ml.threshold": np.full(n, float(threshold)),
+            "zeek_ml.model": [model_name] * n,
+            "zeek_ml.model_version": [model_version] * n,
+        }
+    )
+    return frame

@@ -1,0 +1,293 @@
+"""Write Zeek logs exactly as Zeek's ASCII writer does: TSV with header and ``#close``, or JSON lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from zeek_ml.zeeklog.escape import NEEDS_ESCAPE_REGEX, escape
+from zeek_ml.zeeklog.schema import FLOAT_TYPES, INT_TYPES, is_container
+
+JSON_TS_FORMATS = ("epoch", "iso8601", "millis")
+
+
+def zeek_time_string(epoch: float) -> str:
+    """``#open``/``#close`` stamp: local time as ``%Y-%m-%d-%H-%M-%S``, as Zeek writes it."""
+    return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(epoch))
+
+
+class ZeekLogWriter:
+    """A Zeek log file: ``fields`` is a list of (name, Zeek type) in column order.
+
+    ``fmt`` is ``tsv`` (Zeek's default ASCII format) or ``json`` (one object a
+    line, unset fields omitted, ``ts`` as epoch seconds unless ``json_ts`` says
+    ``iso8601`` or ``millis``). ``target`` is a path, ``-`` for stdout, or a
+    binary file object. Frames may lack columns (written unset) and hold others
+    (ignored).
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | IO[bytes],
+        path: str,
+        fields: Sequence[tuple[str, str]],
+        *,
+        fmt: str = "tsv",
+        json_ts: str = "epoch",
+        open_time: float | None = None,
+        separator: str = "\t",
+        set_separator: str = ",",
+        empty_field: str = "(empty)",
+        unset_field: str = "-",
+    ):
+        if fmt not in ("tsv", "json"):
+            raise ValueError(f"unknown log format {fmt!r} (tsv or json)")
+        if json_ts not in JSON_TS_FORMATS:
+            raise ValueError(f"unknown JSON ts format {json_ts!r} ({', '.join(JSON_TS_FORMATS)})")
+        self.path = path
+        self.fields = list(fields)
+        self.fmt = fmt
+        self.json_ts = json_ts
+        self.separator = separator
+        self.set_separator = set_separator
+        self.empty_field = empty_field
+        self.unset_field = unset_field
+        self.rows = 0
+        if isinstance(target, (str, os.PathLike)):
+            if os.fspath(target) == "-":
+                self._out: IO[bytes] = sys.stdout.buffer
+                self._own = False
+            else:
+                self._out = open(target, "wb")  # noqa: SIM115
+                self._own = True
+        else:
+            self._out = target
+            self._own = False
+        if fmt == "tsv":
+            self._write_header(open_time if open_time is not None else time.time())
+
+    # ------------------------------------------------------------------ header
+    def _write_header(self, open_time: float) -> None:
+        sep = self.separator
+        sep_hex = "".join(f"\\x{ord(c):02x}" for c in sep)
+        lines = [
+            f"#separator {sep_hex}",
+            f"#set_separator{sep}{self.set_separator}",
+            f"#empty_field{sep}{self.empty_field}",
+            f"#unset_field{sep}{self.unset_field}",
+            f"#path{sep}{self.path}",
+            f"#open{sep}{zeek_time_string(open_time)}",
+            "#fields" + sep + sep.join(n for n, _ in self.fields),
+            "#types" + sep + sep.join(t for _, t in self.fields),
+        ]
+        self._out.write(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
+
+    # ------------------------------------------------------------------ rows
+    def write(self, frame: pd.DataFrame) -> int:
+        """Append the rows of ``frame``; returns how many were written."""
+        n = len(frame)
+        if n == 0:
+            return 0
+        data = self._tsv_bytes(frame) if self.fmt == "tsv" else self._json_bytes(frame)
+        self._out.write(data)
+        self._out.flush()
+        self.rows += n
+        return n
+
+    def _tsv_bytes(self, frame: pd.DataFrame) -> bytes:
+        n = len(frame)
+        columns: list[pa.Array] = []
+        for index, (name, zeek_type) in enumerate(self.fields):
+            if name in frame.columns:
+                col = self._tsv_column(frame[name], zeek_type, first=index == 0)
+            else:
+                col = pa.array([self.unset_field] * n, pa.string())
+            columns.append(col)
+        columns.append(pa.array([""] * n, pa.string()))
+        lines = pc.binary_join_element_wise(*columns[:-1], "\t" if self.separator == "\t" else self.separator)
+        lines = pc.binary_join_element_wise(lines, columns[-1], "\n")
+        if isinstance(lines, pa.ChunkedArray):
+            lines = lines.combine_chunks()
+        return _concat_strings(lines)
+
+    def _tsv_column(self, series: pd.Series, zeek_type: str, first: bool) -> pa.Array:
+        unset = self.unset_field
+        if zeek_type in ("time", "interval"):
+            return _fixed6(series.to_numpy(dtype=float, na_value=np.nan), unset)
+        if zeek_type == "double":
+            return _double(series.to_numpy(dtype=float, na_value=np.nan), unset)
+        if zeek_type in INT_TYPES:
+            values = pd.to_numeric(series, errors="coerce")
+            mask = values.isna().to_numpy()
+            ints = values.to_numpy(dtype=float, na_value=0.0)
+            arr = pa.array(ints.astype(np.int64), mask=mask).cast(pa.string())
+            return pc.fill_null(arr, unset)
+        if zeek_type == "bool":
+            mask = series.isna().to_numpy()
+            bools = series.to_numpy(dtype=bool, na_value=False)
+            return pc.fill_null(pa.array(np.where(bools, "T", "F"), pa.string(), mask=mask), unset)
+        if is_container(zeek_type):
+            return pa.array([self._container(v) for v in series], pa.string())
+        return self._strings(series, first)
+
+    def _strings(self, series: pd.Series, first: bool) -> pa.Array:
+        values: list[Any] | None = None
+        try:
+            arr = pa.array(
+                series.astype("string[pyarrow]") if series.dtype == object else series, pa.string(), from_pandas=True
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+            values = [None if _is_null(v) else str(v) for v in series]
+            return pa.array([self._string(v, first) for v in values], pa.string())
+        pattern = NEEDS_ESCAPE_REGEX + ("|^#" if first else "")
+        needs = pc.match_substring_regex(arr, pattern)
+        needs = pc.or_kleene(needs, pc.equal(arr, ""))
+        if pc.any(needs).as_py():
+            values = arr.to_pylist()
+            for i in np.flatnonzero(needs.to_numpy(zero_copy_only=False)):
+                values[i] = self._string(values[i], first)
+            arr = pa.array(values, pa.string())
+        return pc.fill_null(arr, self.unset_field)
+
+    def _string(self, value: str | None, first: bool = False) -> str | None:
+        if value is None:
+            return None
+        if value == "":
+            return self.empty_field
+        out = escape(value, self.separator, None, self.unset_field, self.empty_field)
+        if first and out.startswith("#"):
+            out = "\\x23" + out[1:]
+        return out
+
+    def _container(self, value: Any) -> str:
+        if _is_null(value):
+            return self.unset_field
+        items = list(value)
+        if not items:
+            return self.empty_field
+        return self.set_separator.join(
+            escape(_element_str(v), self.separator, self.set_separator, self.unset_field, self.empty_field)
+            for v in items
+        )
+
+    # ------------------------------------------------------------------ JSON
+    def _json_bytes(self, frame: pd.DataFrame) -> bytes:
+        names = [(n, t) for n, t in self.fields if n in frame.columns]
+        columns = {n: frame[n].tolist() for n, _ in names}
+        out: list[str] = []
+        for i in range(len(frame)):
+            row: dict[str, Any] = {}
+            for name, zeek_type in names:
+                value = _json_value(columns[name][i], zeek_type, self.json_ts if name == "ts" else "epoch")
+                if value is not None:
+                    row[name] = value
+            out.append(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+        return ("\n".join(out) + "\n").encode("utf-8", "surrogateescape")
+
+    # ------------------------------------------------------------------ close
+    def close(self, close_time: float | None = None) -> None:
+        """Write ``#close`` (TSV) and close the file."""
+        if self._out is None:
+            return
+        if self.fmt == "tsv":
+            stamp = zeek_time_string(close_time if close_time is not None else time.time())
+            self._out.write(f"#close{self.separator}{stamp}\n".encode())
+        self._out.flush()
+        if self._own:
+            self._out.close()
+        self._out = None  # type: ignore[assignment]
+
+    def __enter__(self) -> ZeekLogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_null(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _element_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return str(value)
+
+
+def _concat_strings(arr: pa.Array) -> bytes:
+    """All values of a string array back to back, without a Python string per row."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if pa.types.is_large_string(arr.type) else np.int32)
+    start = offsets[arr.offset]
+    end = offsets[arr.offset + len(arr)]
+    return arr.buffers()[2].to_pybytes()[start:end]
+
+
+def _fixed6(values: np.ndarray, unset: str) -> pa.Array:
+    """Zeek's time/interval rendering: six decimals, without going through Python floats."""
+    mask = ~np.isfinite(values)
+    clean = np.where(mask, 0.0, values)
+    micros = np.rint(np.abs(clean) * 1e6).astype(np.int64)
+    whole = pa.array(micros // 1_000_000).cast(pa.string())
+    frac = pc.utf8_lpad(pa.array(micros % 1_000_000).cast(pa.string()), 6, "0")
+    text = pc.binary_join_element_wise(whole, frac, ".")
+    negative = (clean < 0) & (micros > 0)
+    if negative.any():
+        text = pc.if_else(pa.array(negative), pc.binary_join_element_wise("-", text, ""), text)
+    return pc.fill_null(pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), text), unset)
+
+
+def _double(values: np.ndarray, unset: str) -> pa.Array:
+    """Zeek's double rendering: up to six decimals, trailing zeros trimmed, ``.0`` kept."""
+    fixed = _fixed6(values, unset)
+    trimmed = pc.replace_substring_regex(fixed, r"0+$", "")
+    return pc.replace_substring_regex(trimmed, r"\.$", ".0")
+
+
+def _json_string(value: str) -> str:
+    # Zeek's JSON writer escapes a backslash and bytes that are not UTF-8 the
+    # same way its ASCII writer does; JSON's own escaping is applied on top.
+    return escape(value, "", None, "\x00unset", "\x00empty") if value else value
+
+
+def _json_value(value: Any, zeek_type: str, ts_format: str) -> Any:
+    if _is_null(value) if not isinstance(value, (list, tuple, np.ndarray)) else False:
+        return None
+    if zeek_type == "time" and ts_format != "epoch":
+        if ts_format == "millis":
+            return int(round(float(value) * 1000))
+        stamp = dt.datetime.fromtimestamp(float(value), dt.UTC)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if zeek_type in FLOAT_TYPES:
+        # Zeek's JSON writer gives ``time`` six decimals and other doubles in full.
+        v = float(value)
+        if not math.isfinite(v):
+            return None
+        return round(v, 6) if zeek_type == "time" else v
+    if zeek_type in INT_TYPES:
+        return int(value)
+    if zeek_type == "bool":
+        return bool(value)
+    if is_container(zeek_type):
+        return [_json_string(e) if isinstance(e, str) else _json_scalar(e) for e in value]
+    return _json_string(str(value))
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
