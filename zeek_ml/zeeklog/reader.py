@@ -341,7 +341,7 @@ def _finish_frame(
     path: str,
     log_path: str | None,
 ) -> pd.DataFrame:
-    frame = to_pandas(table)
+    frame = to_pandas(table).drop(columns="__rows__", errors="ignore")
     for name, values in objects.items():
         frame[name] = pd.Series(values, dtype=object, index=frame.index)
     if ctx.conn:
@@ -561,7 +561,11 @@ def _postprocess(table: pa.Table, header: _Header) -> tuple[pa.Table, dict[str, 
         name = table.column_names[index]
         col = table.column(index)
         if is_container(zeek_type):
-            table = table.set_column(index, name, _container(col, zeek_type, header))
+            arr, values = _container(col, zeek_type, header)
+            if values is not None:
+                objects[name] = values
+                arr = pa.nulls(len(col), pa.list_(pa.string()))
+            table = table.set_column(index, name, arr)
             continue
         if not pa.types.is_string(col.type):
             continue
@@ -581,8 +585,11 @@ def _postprocess(table: pa.Table, header: _Header) -> tuple[pa.Table, dict[str, 
     return table, objects
 
 
-def _container(col: pa.ChunkedArray, zeek_type: str, header: _Header) -> pa.Array:
-    """``a,b`` -> ["a", "b"]; ``(empty)`` -> []; ``-`` -> null; elements unescaped and typed."""
+def _container(col: pa.ChunkedArray, zeek_type: str, header: _Header) -> tuple[pa.Array, list[Any] | None]:
+    """``a,b`` -> ["a", "b"]; ``(empty)`` -> []; ``-`` -> null; elements unescaped and typed.
+
+    Returns the Arrow array, or Python lists where elements hold undecodable bytes.
+    """
     values = col.to_pylist()
     out: list[list[Any] | None] = []
     for v in values:
@@ -597,9 +604,9 @@ def _container(col: pa.ChunkedArray, zeek_type: str, header: _Header) -> pa.Arra
         arr = pa.array(out, pa.list_(pa.string()))
         if inner in FLOAT_TYPES or inner in INT_TYPES or inner == "bool":
             arr = arr.cast(pa.list_(arrow_type(inner)))
-        return arr
+        return arr, None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeEncodeError):
-        return pa.array([None if v is None else list(v) for v in out], pa.list_(pa.string()))
+        return pa.nulls(len(out), pa.list_(pa.string())), out
 
 
 # --------------------------------------------------------------------------- JSON
@@ -672,6 +679,8 @@ class _JsonParser:
                 objects[name] = obj
                 arr = pa.nulls(len(values), pa.string())
             arrays[name] = arr
+        if not arrays:  # every field unset on every line: rows without columns
+            arrays["__rows__"] = pa.nulls(len(keep))
         table = pa.table(arrays)
         return _finish_frame(table, types, objects, self.ctx, self.path, None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -128,6 +129,10 @@ class ZeekLogWriter:
         if zeek_type == "double":
             return _double(series.to_numpy(dtype=float, na_value=np.nan), unset)
         if zeek_type in INT_TYPES:
+            with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                exact = pa.array(series, from_pandas=True)
+                if pa.types.is_integer(exact.type) or pa.types.is_null(exact.type):
+                    return pc.fill_null(exact.cast(pa.string()), unset)
             values = pd.to_numeric(series, errors="coerce")
             mask = values.isna().to_numpy()
             ints = values.to_numpy(dtype=float, na_value=0.0)
@@ -149,7 +154,7 @@ class ZeekLogWriter:
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
             values = [None if _is_null(v) else str(v) for v in series]
-            return pa.array([self._string(v, first) for v in values], pa.string())
+            return pc.fill_null(pa.array([self._string(v, first) for v in values], pa.string()), self.unset_field)
         pattern = NEEDS_ESCAPE_REGEX + ("|^#" if first else "")
         needs = pc.match_substring_regex(arr, pattern)
         needs = pc.or_kleene(needs, pc.equal(arr, ""))
