@@ -42,3 +42,13 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """With ZEEK_ML_NO_SKIP set (CI), every skip, importorskip included, is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("ZEEK_ML_NO_SKIP") and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and ZEEK_ML_NO_SKIP is set (CI): {report.longrepr}"

@@ -37,7 +37,31 @@ HEADER = (
     + "\t".join(t for _, t in CONN_FIELDS)
     + "\n"
 )
-ROW = "1700000000.000001\tCabc\t10.0.0.1\t1234\t10.0.0.2\t80\ttcp\thttp\t1.500000\t10\t20\tSF\tT\tF\t0\tShADadFf\t3\t130\t2\t100\t(empty)"
+ROW = "\t".join(
+    [
+        "1700000000.000001",
+        "Cabc",
+        "10.0.0.1",
+        "1234",
+        "10.0.0.2",
+        "80",
+        "tcp",
+        "http",
+        "1.500000",
+        "10",
+        "20",
+        "SF",
+        "T",
+        "F",
+        "0",
+        "ShADadFf",
+        "3",
+        "130",
+        "2",
+        "100",
+        "(empty)",
+    ]
+)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -102,7 +126,7 @@ def test_every_shared_zeek_file_reads(shared_data: Path) -> None:
     for path in files:
         stats, rejects = ReadStats(), RejectLog()
         if path.parent.name == "Log-Analyser-Hadoop":  # header-less zeek-cut projection
-            with pytest.raises(SourceError, match="no #fields header|data before any #fields"):
+            with pytest.raises(SourceError, match="data before any #fields header"):
                 read_frames(path)
             fields = "ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto service duration orig_bytes resp_bytes"
             frame = read_frames(path, fields=fields.split(), stats=stats, rejects=rejects)

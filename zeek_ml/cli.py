@@ -15,7 +15,7 @@ from pathlib import Path
 
 from zeek_ml import __version__
 
-DEFAULT_MODEL = "zeek-ml-conn-cnn"
+DEFAULT_MODEL = "conn-cnn-v1"
 """The shipped model's file name, without ``.onnx``."""
 
 EXIT_INPUT = 2

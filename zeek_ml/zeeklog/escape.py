@@ -71,7 +71,7 @@ def escape(
     if pattern is None:
         pattern = _PATTERNS[extra] = _escape_pattern(extra)
     out = pattern.sub(_escape_char, value)
-    if out == unset_field or out == empty_field:
+    if out in (unset_field, empty_field):
         out = _hex(out[0]) + out[1:]
     return out
 

@@ -274,7 +274,7 @@ def _json_value(value: Any, zeek_type: str, ts_format: str) -> Any:
         return None
     if zeek_type == "time" and ts_format != "epoch":
         if ts_format == "millis":
-            return int(round(float(value) * 1000))
+            return round(float(value) * 1000)
         stamp = dt.datetime.fromtimestamp(float(value), dt.UTC)
         return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if zeek_type in FLOAT_TYPES:
