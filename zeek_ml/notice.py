@@ -21,6 +21,9 @@ EXTRA_NOTICE_FIELDS: tuple[tuple[str, str], ...] = (
 )
 """Columns after the standard ones: the score, the threshold it crossed, and the model."""
 
+ACTIONS: tuple[str, ...] = ("Notice::ACTION_LOG",)
+EMPTY: tuple[str, ...] = ()
+
 NOTICE_LOG_FIELDS: tuple[tuple[str, str], ...] = NOTICE_FIELDS + EXTRA_NOTICE_FIELDS
 
 SCORE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -48,7 +51,7 @@ def notices_from_conns(
     service = _text(conns["service"], "no service")
     state = _text(conns["conn_state"], "?")
     history = _text(conns["history"], "-")
-    score_txt = pd.Series([f"{s:.3f}" for s in scores], index=conns.index)
+    score_txt = pd.Series(np.char.mod("%.3f", np.asarray(scores, dtype=float)), index=conns.index)
     msg = (
         "Suspicious "
         + proto
@@ -85,8 +88,8 @@ def notices_from_conns(
             "src": conns["id.orig_h"].to_numpy(),
             "dst": conns["id.resp_h"].to_numpy(),
             "p": conns["id.resp_p"].to_numpy(),
-            "actions": [["Notice::ACTION_LOG"] for _ in range(n)],
-            "email_dest": [[] for _ in range(n)],
+            "actions": [ACTIONS] * n,  # shared, read-only
+            "email_dest": [EMPTY] * n,
             "suppress_for": np.full(n, DEFAULT_SUPPRESS_FOR),
             "zeek_ml.score": np.asarray(scores, dtype=float),
             "zeek_ml.threshold": np.full(n, float(threshold)),

@@ -143,8 +143,29 @@ class ZeekLogWriter:
             bools = series.to_numpy(dtype=bool, na_value=False)
             return pc.fill_null(pa.array(np.where(bools, "T", "F"), pa.string(), mask=mask), unset)
         if is_container(zeek_type):
-            return pa.array([self._container(v) for v in series], pa.string())
+            return self._containers(series)
         return self._strings(series, first)
+
+    def _containers(self, series: pd.Series) -> pa.Array:
+        """Sets and vectors, joined in Arrow; Python only for elements that need escaping."""
+        try:
+            lists = pa.array(series, from_pandas=True)
+            if not (pa.types.is_list(lists.type) or pa.types.is_large_list(lists.type) or pa.types.is_null(lists.type)):
+                raise TypeError(lists.type)
+            if pa.types.is_null(lists.type):
+                return pa.array([self.unset_field] * len(series), pa.string())
+            flat = lists.flatten()
+            if not pa.types.is_string(flat.type) and not pa.types.is_large_string(flat.type):
+                raise TypeError(flat.type)
+            pattern = NEEDS_ESCAPE_REGEX + "|" + _re_escape(self.set_separator) + "|^$"
+            if len(flat) and pc.any(pc.match_substring_regex(flat, pattern)).as_py():
+                raise ValueError("elements need escaping")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, UnicodeEncodeError):
+            return pa.array([self._container(v) for v in series], pa.string())
+        joined = pc.binary_join(lists, self.set_separator)
+        empty = pc.equal(pc.list_value_length(lists), 0)
+        joined = pc.if_else(empty, pa.scalar(self.empty_field, pa.string()), joined)
+        return pc.fill_null(joined, self.unset_field)
 
     def _strings(self, series: pd.Series, first: bool) -> pa.Array:
         values: list[Any] | None = None
@@ -218,6 +239,11 @@ class ZeekLogWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _re_escape(text: str) -> str:
+    """Escape a literal for an RE2 pattern."""
+    return "".join("\\" + c if not c.isalnum() else c for c in text)
 
 
 def _is_null(value: Any) -> bool:
