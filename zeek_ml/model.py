@@ -97,7 +97,8 @@ def check_spec(model_spec: FeatureSpec, code_spec: FeatureSpec = FEATURE_SPEC) -
         )
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -147,7 +148,7 @@ def load_model(
         threshold=threshold,
         metrics=metrics,
         training=training,
-        sha256=_sha256(path),
+        sha256=sha256_file(path),
         batch_rows=batch_rows,
         _input=inputs[0].name,
     )

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import json
 import os
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from zeek_ml.features import FEATURE_SPEC, FeatureSpec, compute_features
+from zeek_ml.model import sha256_file
 
 MODEL_NAME = "conn-cnn-v1"
 MODEL_VERSION = 1
@@ -102,15 +102,6 @@ class Capture:
     y: np.ndarray  # 1 = malicious
     detail: np.ndarray  # detailed label (str)
     n_background: int
-
-
-def sha256_file(path: str) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _default_reader(path: str) -> pd.DataFrame:
