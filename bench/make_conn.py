@@ -3,7 +3,7 @@
 
 The rows are replayed real rows: every data line is a real connection taken
 from the labelled Zeek conn logs in the shared data folder
-(``/work/shared/data/zeek_labeled/*.gz`` by default, see ``--source``), cycled
+(``../shared/data/zeek_labeled/*.gz`` by default, see ``--source``), cycled
 in file order. Only ``ts`` and ``uid`` are fresh:
 
 - ``ts`` increases strictly monotonically; the gap between two rows is the
@@ -38,7 +38,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-DEFAULT_SOURCES = ("/work/shared/data/zeek_labeled/*.gz",)
+DEFAULT_SOURCES = (
+    os.path.join(
+        os.environ.get("ZEEK_ML_SHARED_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")),
+        "zeek_labeled",
+        "*.gz",
+    ),
+)
 
 CONN_FIELDS: tuple[str, ...] = (
     "ts",

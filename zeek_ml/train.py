@@ -14,8 +14,8 @@ network name to unlabelled conn.logs whose flag rate is reported (false-alarm pr
 
 The shipped model was made with::
 
-    zeek-ml train /work/shared/data/zeek_labeled/*.gz --out models/conn-cnn-v1.onnx \
-        --unseen-root /work/shared/data/zeek_unlabeled --seed 0
+    zeek-ml train ../shared/data/zeek_labeled/*.gz --out models/conn-cnn-v1.onnx \
+        --unseen-root ../shared/data/zeek_unlabeled --seed 0
 
 Labels: ``label`` is Benign/benign/Malicious; ``Background`` (unlabelled) rows are left
 out of training and metrics. Rows are read with ``zeek_ml.zeeklog.read_frames``.
@@ -716,7 +716,7 @@ def render_card(r: dict) -> str:
     L += CARD_NOTES.split("## Limitations")[0].splitlines()
     L += [
         "## Training data",
-        "Real Zeek conn.logs with per-connection labels (`/work/shared/data/zeek_labeled/`). "
+        "Real Zeek conn.logs with per-connection labels (`../shared/data/zeek_labeled/`). "
         "CTU files: Stratosphere Laboratory, stratosphereips/security-datasets-for-testing (GPL-2.0 repository). "
         "IoT-23: Garcia, Parmisano, Erquiaga, *IoT-23: A labeled dataset with malicious and benign IoT network "
         "traffic* (2020). Lab captures: lab-namespaces-2026 (real services and attack tools between Linux network "
@@ -792,11 +792,11 @@ def render_card(r: dict) -> str:
         "## How to reproduce",
         "```",
         tr.get("command")
-        or "zeek-ml train /work/shared/data/zeek_labeled/*.gz --out models/conn-cnn-v1.onnx "
-        "--unseen-root /work/shared/data/zeek_unlabeled --seed 0",
+        or "zeek-ml train ../shared/data/zeek_labeled/*.gz --out models/conn-cnn-v1.onnx "
+        "--unseen-root ../shared/data/zeek_unlabeled --seed 0",
         "```",
         "Or `zeek_ml.train.train_model(paths, 'models/conn-cnn-v1.onnx', seed=0, "
-        "unseen=resolve_unseen('/work/shared/data/zeek_unlabeled'))`. "
+        "unseen=resolve_unseen('../shared/data/zeek_unlabeled'))`. "
         "Deterministic on CPU with the same torch version.",
         "",
     ]
