@@ -13,7 +13,7 @@ import pandas as pd
 
 from zeek_ml.notice import NOTICE_LOG_FIELDS, SCORE_FIELDS, notices_from_conns
 from zeek_ml.zeeklog import ReadStats, RejectLog, iter_batches
-from zeek_ml.zeeklog.schema import CONN_FIELDS
+from zeek_ml.zeeklog.schema import CONN_FIELDS, CONN_TYPES
 from zeek_ml.zeeklog.writer import ZeekLogWriter
 
 
@@ -128,7 +128,6 @@ def score_logs(
 def _enriched_writer(target: str | os.PathLike[str], batch: pd.DataFrame, fmt: str, json_ts: str) -> ZeekLogWriter:
     types = dict(batch.attrs.get("types", {}))
     fields = list(CONN_FIELDS)
-    standard = {n for n, _ in CONN_FIELDS}
-    fields += [(c, types.get(c, "string")) for c in batch.columns if c not in standard]
+    fields += [(c, types.get(c, "string")) for c in batch.columns if c not in CONN_TYPES]
     fields += list(SCORE_FIELDS)
     return ZeekLogWriter(target, "conn", fields, fmt=fmt, json_ts=json_ts)

@@ -18,7 +18,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
@@ -30,6 +30,7 @@ import pyarrow.csv as pacsv
 from zeek_ml.zeeklog.escape import unescape
 from zeek_ml.zeeklog.schema import (
     CONN_FIELDS,
+    CONN_TYPES,
     FLOAT_TYPES,
     INT_TYPES,
     arrow_type,
@@ -218,7 +219,6 @@ class _Header:
     fields: list[str] | None = None
     types: list[str] | None = None
     three_space: bool = False  # IoT-23: the last columns are split by three spaces
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class _Context:
@@ -353,14 +353,13 @@ def _finish_frame(
                     dtype=pandas_dtype(zeek_type),
                 )
                 types[name] = zeek_type
-        standard = [n for n, _ in CONN_FIELDS]
-        frame = frame[standard + [c for c in frame.columns if c not in CONN_TYPES_SET]]
+        frame = frame[CONN_NAMES + [c for c in frame.columns if c not in CONN_TYPES]]
     frame.attrs = {"source": path, "path": log_path, "types": dict(types)}
     ctx.stats.records += len(frame)
     return frame
 
 
-CONN_TYPES_SET = frozenset(n for n, _ in CONN_FIELDS)
+CONN_NAMES = [n for n, _ in CONN_FIELDS]
 
 
 class _TsvParser:
@@ -477,6 +476,7 @@ class _TsvParser:
             error = e
         # Slow path: find the lines whose values do not parse, set them aside, retry.
         table = _read_tsv(seg, header, typed=False)
+        pieces = seg.split(b"\n")  # the segment's lines, once: for rejects and the retry
         bad = np.zeros(table.num_rows, dtype=bool)
         for name, zeek_type in zip(header.fields, header.types):
             col = table.column(name)
@@ -485,22 +485,15 @@ class _TsvParser:
                 continue
             for i in np.flatnonzero(reasons & ~bad):
                 value = col[int(i)].as_py()
-                self.ctx.reject(
-                    self.path, int(lines[i]), name, f"invalid {zeek_type} value {value!r}", _line_of(seg, int(i))
-                )
+                self.ctx.reject(self.path, int(lines[i]), name, f"invalid {zeek_type} value {value!r}", pieces[int(i)])
             bad |= reasons
         if not bad.any():  # nothing found: fail loudly rather than lose lines
             raise SourceError(f"{self.path}:{int(lines[0])}: cannot parse: {error}") from error
         keep = np.flatnonzero(~bad)
         if not len(keep):
             return None, lines[:0]
-        pieces = seg.split(b"\n")
         seg = b"".join(pieces[i] + b"\n" for i in keep)
         return _read_tsv(seg, header, typed=True), lines[keep]
-
-
-def _line_of(seg: bytes, index: int) -> bytes:
-    return seg.split(b"\n")[index]
 
 
 def _guess_field_type(name: str) -> str:
