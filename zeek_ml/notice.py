@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from zeek_ml.pipeline import Verdicts
 from zeek_ml.zeeklog.schema import NOTICE_FIELDS
 
 NOTE = "ZeekML::Suspicious_Connection"
@@ -98,3 +99,10 @@ def notices_from_conns(
         }
     )
     return frame
+
+
+def notices_from_verdicts(verdicts: Verdicts) -> pd.DataFrame:
+    """One notice row per row of ``verdicts`` (pass the flagged ones)."""
+    return notices_from_conns(
+        verdicts.conns, verdicts.scores, verdicts.threshold, verdicts.model_name, verdicts.model_version
+    )

@@ -9,12 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
-from zeek_ml.notice import NOTICE_LOG_FIELDS, SCORE_FIELDS, notices_from_conns
+from zeek_ml.pipeline import Scorer, Sink
+from zeek_ml.sinks import EnrichedSink, NoticeSink, file_writer
 from zeek_ml.zeeklog import ReadStats, RejectLog, iter_batches
-from zeek_ml.zeeklog.schema import CONN_FIELDS, CONN_TYPES
-from zeek_ml.zeeklog.writer import ZeekLogWriter
 
 
 @dataclass
@@ -83,39 +80,33 @@ def score_logs(
     connection with its score (an enriched conn log). Malformed lines go to
     ``rejects`` and the run goes on, unless ``strict``.
     """
-    threshold = float(model.threshold if threshold is None else threshold)
+    scorer = Scorer(model, threshold)
     rejects = rejects if rejects is not None else RejectLog(strict=strict)
     stats = ReadStats()
     summary = ScoreSummary()
     started = time.perf_counter()
     bar = _progress(progress)
-    notices = ZeekLogWriter(notice_out, "notice", NOTICE_LOG_FIELDS, fmt=fmt, json_ts=json_ts)
-    enriched: ZeekLogWriter | None = None
+    sinks: list[Sink] = [NoticeSink(file_writer(notice_out, fmt, json_ts))]
+    if all_out is not None:
+        sinks.append(EnrichedSink(file_writer(all_out, fmt, json_ts)))
+    notices = sinks[0]
     try:
         for batch in iter_batches(inputs, strict=strict, rejects=rejects, stats=stats, fields=fields):
             if not len(batch):
                 continue
-            scores = model.score_frame(batch)
-            flagged = scores >= threshold
+            verdicts = scorer(batch)
             summary.scored += len(batch)
-            if flagged.any():
-                rows = notices_from_conns(batch[flagged], scores[flagged], threshold, model.name, str(model.version))
-                summary.notices += notices.write(rows)
-            if all_out is not None:
-                if enriched is None:
-                    enriched = _enriched_writer(all_out, batch, fmt, json_ts)
-                out = batch.assign(
-                    **{"zeek_ml.score": scores.astype(float), "zeek_ml.verdict": flagged, "zeek_ml.model": model.name}
-                )
-                enriched.write(out)
+            for sink in sinks:
+                written = sink.write(verdicts)
+                if sink is notices:
+                    summary.notices += written
             if bar is not None:
                 bar.update(len(batch))
     finally:
         if bar is not None:
             bar.close()
-        notices.close()
-        if enriched is not None:
-            enriched.close()
+        for sink in sinks:
+            sink.close()
         rejects.close()
         summary.files = stats.files
         summary.records = stats.records
@@ -123,11 +114,3 @@ def score_logs(
         summary.first_rejects = [str(r) for r in rejects.first]
         summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _enriched_writer(target: str | os.PathLike[str], batch: pd.DataFrame, fmt: str, json_ts: str) -> ZeekLogWriter:
-    types = dict(batch.attrs.get("types", {}))
-    fields = list(CONN_FIELDS)
-    fields += [(c, types.get(c, "string")) for c in batch.columns if c not in CONN_TYPES]
-    fields += list(SCORE_FIELDS)
-    return ZeekLogWriter(target, "conn", fields, fmt=fmt, json_ts=json_ts)

@@ -51,6 +51,7 @@ class ZeekLogWriter:
         set_separator: str = ",",
         empty_field: str = "(empty)",
         unset_field: str = "-",
+        header: bool = True,
     ):
         if fmt not in ("tsv", "json"):
             raise ValueError(f"unknown log format {fmt!r} (tsv or json)")
@@ -75,11 +76,15 @@ class ZeekLogWriter:
         else:
             self._out = target
             self._own = False
-        if fmt == "tsv":
-            self._write_header(open_time if open_time is not None else time.time())
+        if fmt == "tsv" and header:
+            self._out.write(self.header_bytes(open_time))
 
     # ------------------------------------------------------------------ header
-    def _write_header(self, open_time: float) -> None:
+    def header_bytes(self, open_time: float | None = None) -> bytes:
+        """The TSV header block (``#separator`` to ``#types``); empty for JSON."""
+        if self.fmt != "tsv":
+            return b""
+        open_time = open_time if open_time is not None else time.time()
         sep = self.separator
         sep_hex = "".join(f"\\x{ord(c):02x}" for c in sep)
         lines = [
@@ -92,7 +97,7 @@ class ZeekLogWriter:
             "#fields" + sep + sep.join(n for n, _ in self.fields),
             "#types" + sep + sep.join(t for _, t in self.fields),
         ]
-        self._out.write(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
+        return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
     # ------------------------------------------------------------------ rows
     def write(self, frame: pd.DataFrame) -> int:
@@ -100,11 +105,14 @@ class ZeekLogWriter:
         n = len(frame)
         if n == 0:
             return 0
-        data = self._tsv_bytes(frame) if self.fmt == "tsv" else self._json_bytes(frame)
-        self._out.write(data)
+        self._out.write(self.render(frame))
         self._out.flush()
         self.rows += n
         return n
+
+    def render(self, frame: pd.DataFrame) -> bytes:
+        """The rows of ``frame`` as log lines, each ending in a newline."""
+        return self._tsv_bytes(frame) if self.fmt == "tsv" else self._json_bytes(frame)
 
     def _tsv_bytes(self, frame: pd.DataFrame) -> bytes:
         n = len(frame)

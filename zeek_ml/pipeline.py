@@ -1,0 +1,108 @@
+"""The core every front end shares: a batch of conn records -> verdicts -> sinks.
+
+``score`` (offline files), ``watch`` (live tailing) and ``broker`` (events from
+Zeek) differ only in where batches come from. Each builds a :class:`Scorer`
+(the model, its threshold, any state it keeps across batches) and hands the
+:class:`Verdicts` of each batch to its sinks (notice log, enriched conn log,
+verdict file for Zeek's Input framework, eve alerts...). Sources and sinks never
+touch features or the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Verdicts:
+    """The model's answer for one batch of conn records, row for row."""
+
+    conns: pd.DataFrame
+    """The batch, in the conn record schema (conn.log's field names)."""
+    scores: np.ndarray
+    """P(malicious), float [N]."""
+    threshold: float
+    model_name: str
+    model_version: str
+    family: np.ndarray | None = None
+    """Predicted attack family per row (object [N] of str), when the model names one."""
+    reasons: np.ndarray | None = None
+    """Why a row scored high, in words (object [N] of str; empty for rows not flagged)."""
+    reason_codes: np.ndarray | None = None
+    """The same, machine-readable (object [N] of tuples of feature names)."""
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """Rows at or above the threshold, bool [N]."""
+        return np.asarray(self.scores) >= self.threshold
+
+    def __len__(self) -> int:
+        return len(self.conns)
+
+    def take(self, mask: np.ndarray) -> Verdicts:
+        """The rows where ``mask`` is true."""
+        idx = np.flatnonzero(mask)
+        return Verdicts(
+            conns=self.conns.iloc[idx],
+            scores=np.asarray(self.scores)[idx],
+            threshold=self.threshold,
+            model_name=self.model_name,
+            model_version=self.model_version,
+            family=None if self.family is None else self.family[idx],
+            reasons=None if self.reasons is None else self.reasons[idx],
+            reason_codes=None if self.reason_codes is None else self.reason_codes[idx],
+        )
+
+
+class Sink(Protocol):
+    """Where verdicts go. ``state``/``restore`` carry anything kept across batches
+    (open incidents...) through a checkpoint, so a restart resumes exactly."""
+
+    def write(self, verdicts: Verdicts) -> int:
+        """Write what this sink writes for a batch; return the count of records written."""
+
+    def flush(self) -> None:
+        """Make what was written durable (the watcher checkpoints only after this)."""
+
+    def close(self) -> None: ...
+
+
+class Scorer:
+    """A model with its threshold: ``scorer(batch) -> Verdicts``.
+
+    Holds whatever the model needs across batches (per-host context for temporal
+    features), exposed as JSON-able ``state()``/``restore()`` for checkpoints.
+    """
+
+    def __init__(self, model: Any, threshold: float | None = None):
+        self.model = model
+        self.threshold = float(model.threshold if threshold is None else threshold)
+        self.context = model.new_context() if hasattr(model, "new_context") else None
+
+    def __call__(self, batch: pd.DataFrame) -> Verdicts:
+        if self.context is not None:
+            scores = self.model.score_frame(batch, context=self.context)
+        else:
+            scores = self.model.score_frame(batch)
+        verdicts = Verdicts(
+            conns=batch,
+            scores=np.asarray(scores, dtype=np.float32),
+            threshold=self.threshold,
+            model_name=self.model.name,
+            model_version=str(self.model.version),
+        )
+        explain = getattr(self.model, "explain", None)
+        if explain is not None:
+            explain(verdicts)
+        return verdicts
+
+    def state(self) -> dict[str, Any]:
+        return {} if self.context is None else self.context.state()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if self.context is not None and state:
+            self.context.restore(state)

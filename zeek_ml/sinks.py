@@ -1,0 +1,98 @@
+"""Sinks for verdicts: the notice log and the enriched conn log (``--all``).
+
+A sink renders through a :class:`~zeek_ml.zeeklog.writer.ZeekLogWriter`, whose
+target may be a path (offline), ``-`` or any binary file object: the live
+watcher passes its durable, append-only outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import IO
+
+import pandas as pd
+
+from zeek_ml.notice import NOTICE_LOG_FIELDS, SCORE_FIELDS, notices_from_verdicts
+from zeek_ml.pipeline import Verdicts
+from zeek_ml.zeeklog.schema import CONN_FIELDS, CONN_TYPES
+from zeek_ml.zeeklog.writer import ZeekLogWriter
+
+Target = str | os.PathLike[str] | IO[bytes]
+WriterFactory = Callable[[str, Sequence[tuple[str, str]]], ZeekLogWriter]
+"""``factory(zeek_path, fields) -> ZeekLogWriter``: how a sink opens its log."""
+
+
+def file_writer(target: Target, fmt: str = "tsv", json_ts: str = "epoch") -> WriterFactory:
+    """A factory writing a fresh log (header and all) to ``target``."""
+
+    def make(path: str, fields: Sequence[tuple[str, str]]) -> ZeekLogWriter:
+        return ZeekLogWriter(target, path, fields, fmt=fmt, json_ts=json_ts)
+
+    return make
+
+
+class NoticeSink:
+    """Flagged connections as notice.log rows (Zeek's 26 columns, then ours)."""
+
+    fields: tuple[tuple[str, str], ...] = NOTICE_LOG_FIELDS
+
+    def __init__(self, factory: WriterFactory):
+        self.writer = factory("notice", self.fields)
+        self.notices = 0
+
+    def write(self, verdicts: Verdicts) -> int:
+        flagged = verdicts.flagged
+        if not flagged.any():
+            return 0
+        written = self.writer.write(notices_from_verdicts(verdicts.take(flagged)))
+        self.notices += written
+        return written
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def enriched_fields(batch: pd.DataFrame | None) -> list[tuple[str, str]]:
+    """conn.log's columns, the batch's extra ones (labels...), then the score columns."""
+    fields = list(CONN_FIELDS)
+    if batch is not None:
+        types = dict(batch.attrs.get("types", {}))
+        fields += [(c, types.get(c, "string")) for c in batch.columns if c not in CONN_TYPES]
+    return fields + list(SCORE_FIELDS)
+
+
+class EnrichedSink:
+    """Every connection with its score and verdict (an enriched conn log).
+
+    With ``keep_extra`` the first batch's extra columns are kept (offline); the
+    live watcher writes conn.log's standard columns only, so its header is fixed.
+    """
+
+    def __init__(self, factory: WriterFactory, keep_extra: bool = True):
+        self.factory = factory
+        self.keep_extra = keep_extra
+        self.writer: ZeekLogWriter | None = None
+
+    def write(self, verdicts: Verdicts) -> int:
+        batch = verdicts.conns
+        if self.writer is None:
+            self.writer = self.factory("conn", enriched_fields(batch if self.keep_extra else None))
+        out = batch.assign(
+            **{
+                "zeek_ml.score": verdicts.scores.astype(float),
+                "zeek_ml.verdict": verdicts.flagged,
+                "zeek_ml.model": verdicts.model_name,
+            }
+        )
+        return self.writer.write(out)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
