@@ -111,6 +111,50 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- watch
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from zeek_ml.watch.service import EventLog, Watcher, WatchOptions
+
+    if args.print_systemd_unit:
+        from importlib.resources import files
+
+        print(files("zeek_ml.watch").joinpath("zeek-ml-watch.service").read_text(), end="")
+        return 0
+    if not args.path or not args.output:
+        raise CliError("watch needs PATH and -o/--output (or --print-systemd-unit)", EXIT_INPUT)
+    model = _load(args.model)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise CliError(f"--threshold {args.threshold}: must be between 0 and 1", EXIT_INPUT)
+    options = WatchOptions(
+        path=args.path,
+        notice_out=args.output,
+        fmt=args.format,
+        json_ts=args.json_ts,
+        all_out=args.all,
+        rejects_out=args.rejects,
+        checkpoint=args.checkpoint,
+        threshold=args.threshold,
+        poll_interval=args.poll_interval,
+        use_events=not args.poll,
+        batch_bytes=args.batch_kib << 10,
+        from_end=args.from_end,
+        rotated_dirs=args.rotated_dir or [],
+        log_json=args.log_format == "json",
+        metrics=args.metrics,
+        exit_when_idle=args.exit_when_idle,
+    )
+    watcher = Watcher(options, model, EventLog(options.log_json))
+    watcher.install_signals()
+    try:
+        return watcher.run()
+    except PermissionError as e:
+        raise CliError(str(e), EXIT_INPUT) from e
+    except ValueError as e:
+        raise CliError(str(e), EXIT_INPUT) from e
+
+
 # --------------------------------------------------------------------------- info
 
 
@@ -180,6 +224,39 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     score.add_argument("--summary-json", action="store_true", help="print the run's summary as JSON on stdout")
     score.set_defaults(func=cmd_score)
+
+    watch = sub.add_parser(
+        "watch",
+        help="follow a live conn.log (or eve.json) through rotation, score it, append notices",
+        description="Follow Zeek's live conn.log in PATH (a log directory such as logs/current, or the file) "
+        "through rotation, truncation and restarts; score each connection exactly once and append notices. "
+        "A checkpoint (default: OUTPUT.checkpoint.json) makes a restart resume where it stopped, kill -9 included.",
+    )
+    watch.add_argument("path", nargs="?", help="log directory (logs/current, a spool directory) or a live log file")
+    watch.add_argument("-o", "--output", help="notice log to append to")
+    watch.add_argument("--format", choices=("tsv", "json"), default="tsv", help="output format (default: tsv)")
+    watch.add_argument("--json-ts", choices=("epoch", "iso8601", "millis"), default="epoch", help="ts for json")
+    watch.add_argument("-m", "--model", help="ONNX model (default: the shipped model)")
+    watch.add_argument("--threshold", type=float, help="score threshold (default: the model card's)")
+    watch.add_argument("--all", metavar="FILE", help="also append every connection with its score")
+    watch.add_argument("--rejects", metavar="FILE", help="append malformed lines here (JSON lines)")
+    watch.add_argument("--checkpoint", metavar="FILE", help="checkpoint file (default: OUTPUT.checkpoint.json)")
+    watch.add_argument(
+        "--rotated-dir",
+        action="append",
+        metavar="DIR",
+        help="also look here for rotated files to catch up on after a restart (repeatable; the live file's "
+        "directory and its log-queue/ are always searched)",
+    )
+    watch.add_argument("--from-end", action="store_true", help="on a first start, skip the rows already written")
+    watch.add_argument("--poll", action="store_true", help="no file-system events: poll (NFS and the like)")
+    watch.add_argument("--poll-interval", type=float, default=1.0, help="seconds between polls (default: 1)")
+    watch.add_argument("--batch-kib", type=int, default=4096, help="most log text per batch, KiB (default: 4096)")
+    watch.add_argument("--metrics", metavar="[HOST:]PORT", help="serve Prometheus metrics (HOST defaults to 127.0.0.1)")
+    watch.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines on stderr")
+    watch.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop after this long without new lines")
+    watch.add_argument("--print-systemd-unit", action="store_true", help="print a systemd unit for this service")
+    watch.set_defaults(func=cmd_watch)
 
     info = sub.add_parser("info", help="print a model's card: features, threshold, metrics, sha256")
     info.add_argument("model", nargs="?", help="ONNX model (default: the shipped model)")

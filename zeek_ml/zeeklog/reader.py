@@ -87,12 +87,20 @@ class RejectLog:
     the raw line (undecodable bytes as ``\\xHH``), so nothing is lost.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, strict: bool = False, keep: int = 20):
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        strict: bool = False,
+        keep: int = 20,
+        target: IO[bytes] | None = None,
+    ):
         self.strict = strict
         self.keep = keep
         self.count = 0
         self.first: list[Reject] = []
-        self._out: IO[str] | None = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+        # ``target``: an open binary file to append to (the live watcher's durable output).
+        self._own = target is None
+        self._out: IO[bytes] | None = open(path, "wb") if path else target  # noqa: SIM115
 
     def add(self, reject: Reject) -> None:
         self.count += 1
@@ -106,15 +114,15 @@ class RejectLog:
                 "reason": reject.reason,
                 "raw": reject.raw.decode("utf-8", "backslashreplace"),
             }
-            self._out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._out.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape"))
             self._out.flush()
         if self.strict:
             raise MalformedLineError(str(reject))
 
     def close(self) -> None:
-        if self._out is not None:
+        if self._out is not None and self._own:
             self._out.close()
-            self._out = None
+        self._out = None
 
 
 # --------------------------------------------------------------------------- sources

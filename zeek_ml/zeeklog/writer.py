@@ -52,6 +52,7 @@ class ZeekLogWriter:
         empty_field: str = "(empty)",
         unset_field: str = "-",
         header: bool = True,
+        close_line: bool = True,
     ):
         if fmt not in ("tsv", "json"):
             raise ValueError(f"unknown log format {fmt!r} (tsv or json)")
@@ -66,6 +67,7 @@ class ZeekLogWriter:
         self.empty_field = empty_field
         self.unset_field = unset_field
         self.rows = 0
+        self.close_line = close_line
         if isinstance(target, (str, os.PathLike)):
             if os.fspath(target) == "-":
                 self._out: IO[bytes] = sys.stdout.buffer
@@ -234,7 +236,7 @@ class ZeekLogWriter:
         """Write ``#close`` (TSV) and close the file."""
         if self._out is None:
             return
-        if self.fmt == "tsv":
+        if self.fmt == "tsv" and self.close_line:
             stamp = zeek_time_string(close_time if close_time is not None else time.time())
             self._out.write(f"#close{self.separator}{stamp}\n".encode())
         self._out.flush()
