@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Live benchmark: line-to-verdict latency, CPU and memory of ``zeek-ml watch`` under load.
+
+A writer (bench/zeek_live_writer.py) appends replayed real conn rows to a live
+conn.log at a fixed rate and rotates it every ``--rotate-seconds``; it records
+the wall-clock time each uid was written. ``zeek-ml watch`` scores the log and
+appends every connection with its score (``--all``); this script tails that
+output and stamps the time each uid's verdict appeared. Latency is the
+difference, per connection. CPU and peak RSS of the watcher come from /proc.
+
+The baseline, measured in the same run on the same writer: ``tail -F``-like
+copying of the live log's lines to a file with the same kind of polling
+(Python, no parsing, no model): the floor any tailer pays on this machine.
+The ratio is what matters; absolute figures drift with the machine.
+
+    python bench/bench_live.py --rates 10000 50000 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WRITER = os.path.join(ROOT, "bench", "zeek_live_writer.py")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) in MiB."""
+    rss = hwm = 0.0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) / 1024
+    return rss, hwm
+
+
+class OutputTail(threading.Thread):
+    """Stamp the arrival time of each uid in a growing TSV file (uid in column ``uid_col``)."""
+
+    def __init__(self, path: str, uid_col: int, interval: float = 0.002):
+        super().__init__(daemon=True)
+        self.path, self.uid_col, self.interval = path, uid_col, interval
+        self.arrived: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not os.path.exists(self.path) and not self.stop.is_set():
+            time.sleep(self.interval)
+        with open(self.path, "rb") as f:
+            partial = b""
+            while True:
+                chunk = f.read()
+                if chunk:
+                    now = time.time()
+                    buf = partial + chunk
+                    cut = buf.rfind(b"\n") + 1
+                    partial = buf[cut:]
+                    for line in buf[:cut].split(b"\n"):
+                        if line and not line.startswith(b"#"):
+                            cols = line.split(b"\t")
+                            if len(cols) > self.uid_col:
+                                self.arrived.setdefault(cols[self.uid_col].decode(), now)
+                elif self.stop.is_set():
+                    return
+                else:
+                    time.sleep(self.interval)
+
+
+def baseline_tailer(live_dir: str, out_path: str, stop: threading.Event, interval: float) -> None:
+    """The floor: follow conn.log by name, reopen on rotation, copy whole lines out."""
+    path = os.path.join(live_dir, "conn.log")
+    with open(out_path, "wb") as out:
+        f = None
+        ino = None
+        partial = b""
+        while not stop.is_set():
+            if f is None:
+                try:
+                    f = open(path, "rb")  # noqa: SIM115
+                    ino = os.fstat(f.fileno()).st_ino
+                except FileNotFoundError:
+                    time.sleep(interval)
+                    continue
+            chunk = f.read()
+            if chunk:
+                buf = partial + chunk
+                cut = buf.rfind(b"\n") + 1
+                partial = buf[cut:]
+                out.write(buf[:cut])
+                out.flush()
+                continue
+            try:
+                if os.stat(path).st_ino != ino:
+                    f.close()
+                    f, partial = None, b""
+                    continue
+            except FileNotFoundError:
+                pass
+            time.sleep(interval)
+
+
+def read_stamps(path: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with open(path) as f:
+        for line in f:
+            uid, t = line.split("\t")
+            out[uid] = float(t)
+    return out
+
+
+def run_once(kind: str, rate: int, seconds: float, rotate_seconds: float, work: str) -> dict[str, float]:
+    logs = os.path.join(work, f"{kind}-{rate}")
+    shutil.rmtree(logs, ignore_errors=True)
+    os.makedirs(logs)
+    stamps_path = os.path.join(work, f"{kind}-{rate}.stamps")
+    out_path = os.path.join(work, f"{kind}-{rate}.out")
+    rows = int(rate * seconds)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    watcher = None
+    stop = threading.Event()
+    if kind == "zeek-ml":
+        ckpt = out_path + ".ckpt"
+        cmd = [sys.executable, "-m", "zeek_ml", "watch", logs, "-o", out_path + ".notice", "--all", out_path]
+        cmd += ["--checkpoint", ckpt, "--poll-interval", "0.05"]
+        watcher = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+        tail = OutputTail(out_path, uid_col=1)
+        time.sleep(3.0)  # let it load the model before the clock starts
+        cpu0 = proc_cpu_seconds(watcher.pid)
+    else:
+        t = threading.Thread(target=baseline_tailer, args=(logs, out_path, stop, 0.05), daemon=True)
+        t.start()
+        tail = OutputTail(out_path, uid_col=1)
+        cpu0 = 0.0
+    tail.start()
+    burst = max(1, rate // 200)  # a write every 5 ms
+    started = time.monotonic()
+    subprocess.run(
+        [
+            *(sys.executable, WRITER, logs, "--rows", str(rows), "--rotate-every", str(int(rate * rotate_seconds))),
+            *("--burst", str(burst), "--rate", str(rate), "--style", "zeekctl", "--timestamps", stamps_path),
+        ],
+        env=env,
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
+    wrote_for = time.monotonic() - started
+    stamps = read_stamps(stamps_path)
+    deadline = time.monotonic() + 60
+    while len(tail.arrived) < len(stamps) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result: dict[str, float] = {"rate": rate, "rows": len(stamps), "write_seconds": wrote_for}
+    if watcher is not None:
+        result["cpu_percent"] = 100 * (proc_cpu_seconds(watcher.pid) - cpu0) / wrote_for
+        result["rss_mib"], result["peak_rss_mib"] = proc_rss_mib(watcher.pid)
+        watcher.terminate()
+        watcher.wait(timeout=30)
+    stop.set()
+    tail.stop.set()
+    tail.join(timeout=5)
+    lat = np.array([tail.arrived[u] - t for u, t in stamps.items() if u in tail.arrived]) * 1000
+    result["seen"] = len(lat)
+    result["p50_ms"] = float(np.percentile(lat, 50)) if len(lat) else float("nan")
+    result["p99_ms"] = float(np.percentile(lat, 99)) if len(lat) else float("nan")
+    result["max_ms"] = float(lat.max()) if len(lat) else float("nan")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rates", type=int, nargs="+", default=[10000, 50000], help="conn rows per second")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long the writer writes, per rate")
+    p.add_argument("--rotate-seconds", type=float, default=5.0, help="rotate conn.log this often")
+    p.add_argument("--keep", help="work directory to keep (default: a temporary one)")
+    args = p.parse_args(argv)
+    work = args.keep or tempfile.mkdtemp(prefix="zeek-ml-live-")
+    os.makedirs(work, exist_ok=True)
+    print(
+        f"{'tailer':<9} {'rate/s':>7} {'rows':>8} {'seen':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'CPU %':>6} {'RSS MiB':>8} {'peak MiB':>9} {'p99 / floor':>11}"
+    )
+    for rate in args.rates:
+        base = run_once("baseline", rate, args.seconds, args.rotate_seconds, work)
+        ours = run_once("zeek-ml", rate, args.seconds, args.rotate_seconds, work)
+        for name, r in (("floor", base), ("zeek-ml", ours)):
+            ratio = r["p99_ms"] / base["p99_ms"] if base["p99_ms"] > 0 else float("nan")
+            print(
+                f"{name:<9} {r['rate']:>7.0f} {r['rows']:>8.0f} {r['seen']:>8.0f} {r['p50_ms']:>8.1f} "
+                f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r.get('cpu_percent', float('nan')):>6.1f} "
+                f"{r.get('rss_mib', float('nan')):>8.0f} {r.get('peak_rss_mib', float('nan')):>9.0f} {ratio:>11.2f}"
+            )
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
