@@ -293,3 +293,26 @@ def test_systemd_unit_is_printed() -> None:
     res = run_cli("watch", "--print-systemd-unit")
     assert res.returncode == 0
     assert "ExecStart=" in res.stdout and "zeek-ml watch" in res.stdout and "ExecReload=/bin/kill -HUP" in res.stdout
+
+
+def test_malformed_lines_are_set_aside_once_and_the_rest_is_scored(tmp_path: Path) -> None:
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir()
+    out.mkdir()
+    header, data = conn_lines()
+    cols = data[2].split(b"\t")
+    cols[16] = b"six"  # orig_pkts is not a count
+    bad_count = b"\t".join(cols)
+    live = logs / "conn.log"
+    live.write_bytes(b"".join(header) + data[0] + data[1] + bad_count + b"only\ttwo fields\n" + data[3])
+    res = drain(logs, out, "--rejects", str(out / "rejects.json"))
+    assert len(scored_uids(out)) == 3
+    rejects = [json.loads(line) for line in (out / "rejects.json").read_text().splitlines()]
+    assert sorted((r["line"], r["field"] or "") for r in rejects) == [
+        (len(header) + 3, "orig_pkts"),
+        (len(header) + 4, ""),
+    ]
+    assert all(r["file"] == str(live) for r in rejects)
+    assert "stopped" in res.stderr
+    drain(logs, out, "--rejects", str(out / "rejects.json"))  # a restart reads nothing again
+    assert len((out / "rejects.json").read_text().splitlines()) == 2
