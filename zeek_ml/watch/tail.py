@@ -197,7 +197,9 @@ class LogFollower:
         self.finished = list(state.get("finished", []))
         saved = state.get("current")
         if not saved or not saved.get("fp_len"):
-            return  # nothing of it was read: start with whatever comes next
+            # Nothing of it was read: go on with what comes next, or start afresh.
+            self.started = self.last_open_key is not None
+            return
         path = self._find(saved)
         if path is None:
             self.on_event(
