@@ -1,0 +1,197 @@
+"""Incident aggregation and suppression (zeek_ml/aggregate.py) on real captures and the real model."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from zeek_ml.aggregate import IncidentSink, NoticePolicy
+from zeek_ml.model import load_model
+from zeek_ml.pipeline import Scorer
+from zeek_ml.sinks import build_notice_sink, file_writer
+from zeek_ml.zeeklog import iter_batches
+from zeek_ml.zeeklog.writer import ZeekLogWriter
+
+LAB = "zeek_labeled/lab-namespaces-2026.part1.conn.log.labeled.gz"
+MODEL = ROOT / "models" / "conn-cnn-v1.onnx"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(MODEL)
+
+
+def _lab_rows(shared: object, labels: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.concat(list(iter_batches([shared / LAB])), ignore_index=True)  # type: ignore[operator]
+    return frame[frame["detailedlabel"].isin(labels)].reset_index(drop=True)
+
+
+def _read(text: bytes) -> pd.DataFrame:
+    lines = text.decode().splitlines()
+    fields = next(line for line in lines if line.startswith("#fields")).split("\t")[1:]
+    rows = [line.split("\t") for line in lines if not line.startswith("#")]
+    return pd.DataFrame(rows, columns=fields)
+
+
+def _run(model, batches, policy=None, threshold=None, state=None) -> tuple[bytes, IncidentSink]:
+    out = io.BytesIO()
+    sink = IncidentSink(lambda p, f: ZeekLogWriter(out, p, f, open_time=0.0, close_line=False), policy)
+    if state is not None:
+        sink.restore(state)
+    scorer = Scorer(model, threshold)
+    for batch in batches:
+        sink.write(scorer(batch))
+    sink.close()
+    return out.getvalue(), sink
+
+
+def _chunks(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
+    return [frame.iloc[i : i + size] for i in range(0, len(frame), size)]
+
+
+def test_two_real_port_scans_give_two_notices_with_the_right_counts(shared_data, model) -> None:
+    scans = _lab_rows(shared_data, ("nmap_syn_scan", "nmap_connect_scan"))
+    out, sink = _run(model, _chunks(scans, 700), threshold=0.0)  # every connection flagged: counts are exact
+    notices = _read(out)
+    assert len(notices) == 2 == sink.notices
+    expect = scans.groupby("id.orig_h").agg(
+        n=("uid", "size"), t0=("ts", "min"), t1=("ts", "max"), dsts=("id.resp_h", "nunique")
+    )
+    ports = scans.assign(p=scans["id.resp_p"].astype(str) + "/" + scans["proto"].astype(str)).groupby("id.orig_h")["p"]
+    for _, row in notices.iterrows():
+        src = row["src"]
+        assert int(row["n"]) == expect.loc[src, "n"]
+        assert int(row["zeek_ml.dsts"]) == expect.loc[src, "dsts"] == 1
+        assert int(row["zeek_ml.ports"]) == ports.nunique()[src] >= 1000
+        assert float(row["zeek_ml.first_ts"]) == pytest.approx(expect.loc[src, "t0"], abs=1e-6)
+        assert float(row["zeek_ml.last_ts"]) == pytest.approx(expect.loc[src, "t1"], abs=1e-6)
+        assert row["zeek_ml.severity"] == "high" and row["zeek_ml.direction"] == "internal"
+        assert row["uid"] in set(scans["uid"]) and row["p"] == "-"
+        assert row["dst"] == scans.loc[scans["id.orig_h"] == src, "id.resp_h"].iloc[0]
+        assert row["suppress_for"] == "3600.000000"
+
+
+def test_output_does_not_depend_on_batch_boundaries_or_restarts(shared_data, model) -> None:
+    rows = pd.concat(list(iter_batches([shared_data / LAB])), ignore_index=True)
+    policy = NoticePolicy(suppress_for=60.0)  # short interval: many incidents open and close
+    whole, _ = _run(model, [rows], policy, threshold=0.5)
+    small, _ = _run(model, _chunks(rows, 333), policy, threshold=0.5)
+    assert whole == small and len(_read(whole)) > 20
+    # stop half-way (live stop: open incidents stay in the state), restore in a new sink, go on
+    half = len(rows) // 2
+    out1 = io.BytesIO()
+    first = IncidentSink(lambda p, f: ZeekLogWriter(out1, p, f, open_time=0.0, close_line=False), policy)
+    scorer = Scorer(model, 0.5)
+    for batch in _chunks(rows.iloc[:half], 500):
+        first.write(scorer(batch))
+    state = json.loads(json.dumps(first.state()))  # what the checkpoint holds
+    first.close(final=False)
+    assert state["open"], "a live stop keeps open incidents"
+    out2, _ = _run(model, _chunks(rows.iloc[half:], 500), policy, threshold=0.5, state=state)
+    assert pd.concat([_read(out1.getvalue()), _read(out2)]).reset_index(drop=True).equals(_read(whole))
+
+
+def test_suppression_window_boundaries(shared_data, model) -> None:
+    base = _lab_rows(shared_data, ("nmap_syn_scan",)).iloc[:5].copy()
+    t0 = 1_700_000_000.0
+    # anchor, +10 s, exactly anchor+interval (joins), just past it (new incident), +2 intervals (a third)
+    base["ts"] = [t0, t0 + 10, t0 + 100, t0 + 100.001, t0 + 300]
+    out, sink = _run(model, [base], NoticePolicy(suppress_for=100.0), threshold=0.0)
+    notices = _read(out)
+    assert notices["n"].astype(int).tolist() == [3, 1, 1]
+    assert notices["zeek_ml.first_ts"].astype(float).tolist() == pytest.approx([t0, t0 + 100.001, t0 + 300])
+    assert notices["zeek_ml.last_ts"].astype(float).tolist() == pytest.approx([t0 + 100, t0 + 100.001, t0 + 300])
+    assert sink.incidents == 3
+
+
+def test_incidents_close_on_data_time_not_at_run_end(shared_data, model) -> None:
+    rows = _lab_rows(shared_data, ("nmap_syn_scan",)).iloc[:3].copy()
+    rows["ts"] = [1000.0, 1001.0, 5000.0]  # the third row's ts closes the first incident
+    out = io.BytesIO()
+    sink = IncidentSink(lambda p, f: ZeekLogWriter(out, p, f, open_time=0.0, close_line=False))
+    written = sink.write(Scorer(model, 0.0)(rows))
+    assert written == 1 and len(sink.open) == 1  # first incident written, second still open
+    sink.close(final=False)
+    assert len(_read(out.getvalue())) == 1
+
+
+def test_min_severity_filters_and_no_aggregate_keeps_one_per_connection(shared_data, model, tmp_path) -> None:
+    scans = _lab_rows(shared_data, ("nmap_syn_scan",))
+    verdicts = Scorer(model, 0.0)(scans)
+    per_conn = build_notice_sink(file_writer(tmp_path / "a.log"), aggregate=False)
+    assert per_conn.write(verdicts) == len(scans)
+    per_conn.close()
+    # the lab log has local_orig=T: Zeek's flags win over --local-nets, the scan stays internal and high
+    high = build_notice_sink(file_writer(tmp_path / "b.log"), local_nets="10.77.0.10/32", min_severity="high")
+    high.write(verdicts)
+    high.close()
+    assert high.notices == 1
+    # without Zeek's flags the scanner is outside the local nets: an inbound probe, low, filtered out
+    low = build_notice_sink(file_writer(tmp_path / "c.log"), local_nets="10.77.0.10/32", min_severity="medium")
+    low.write(Scorer(model, 0.0)(scans.drop(columns=["local_orig", "local_resp"])))
+    low.close()
+    assert low.notices == 0 and low.below_severity == 1
+
+
+def test_cli_real_scan_one_notice_per_scanner_at_the_model_threshold(shared_data, tmp_path) -> None:
+    src = shared_data / "zeek_labeled/lab-namespaces-2026-run2.conn.log.labeled.gz"
+    res = run_cli("score", str(src), "-o", str(tmp_path / "n.log"), "--all", str(tmp_path / "all.log"), "-q")
+    assert res.returncode == 0, res.stderr
+    per = run_cli("score", str(src), "-o", str(tmp_path / "p.log"), "--no-aggregate", "--summary-json", "-q")
+    notices = _read((tmp_path / "n.log").read_bytes())
+    enriched = _read((tmp_path / "all.log").read_bytes())
+    flagged = enriched[enriched["zeek_ml.verdict"] == "T"]
+    assert json.loads(per.stdout)["notices"] == len(flagged) > len(notices)  # --all and per-connection unchanged
+    syn = flagged[flagged["detailedlabel"] == "nmap_syn_scan"]
+    scanner = syn["id.orig_h"].unique()
+    assert len(scanner) == 1 and len(syn) > 500
+    mine = notices[notices["src"] == scanner[0]]
+    assert len(mine) == 1  # one notice for the scan, not hundreds
+    from_scanner = flagged[flagged["id.orig_h"] == scanner[0]]
+    assert int(mine["n"].iloc[0]) == len(from_scanner)
+    assert int(mine["zeek_ml.ports"].iloc[0]) == from_scanner["id.resp_p"].nunique()
+    assert np.isin(mine["uid"], from_scanner["uid"]).all()
+
+
+def test_same_notices_for_any_batching_of_out_of_order_real_rows(shared_data, model) -> None:
+    """Zeek writes conn.log rows when connections end, so ``ts`` goes back and forth: the sensor's logs."""
+    rita = shared_data / "zeek_unlabeled/more/rita"
+    files = sorted(rita.glob("test_data__missing_host__2024-04-19__conn.1[0-2]-*"))
+    rows = pd.concat(list(iter_batches(files)), ignore_index=True)
+    assert (np.diff(rows["ts"].to_numpy(dtype=float)) < 0).any()  # really out of order
+    policy = NoticePolicy(suppress_for=300.0)
+    whole, sink = _run(model, [rows], policy, threshold=0.9)
+    assert sink.notices > 10
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        cuts = np.sort(rng.choice(np.arange(1, len(rows)), size=40, replace=False))
+        parts = [rows.iloc[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)]
+        again, _ = _run(model, parts, policy, threshold=0.9)
+        assert again == whole
+
+
+def test_cli_suppression_interval_splits_a_long_scan(shared_data, tmp_path) -> None:
+    scan = _lab_rows(shared_data, ("nmap_syn_scan",))
+    src = tmp_path / "conn.log"
+    types = dict(next(iter_batches([shared_data / LAB])).attrs["types"])
+    writer = ZeekLogWriter(src, "conn", list(types.items()))
+    writer.write(scan)
+    writer.close()
+    span = scan["ts"].max() - scan["ts"].min()
+    assert span > 60
+    res = run_cli("score", str(src), "-o", str(tmp_path / "n.log"), "--threshold", "0", "--suppress-for", "20", "-q")
+    assert res.returncode == 0, res.stderr
+    notices = _read((tmp_path / "n.log").read_bytes())
+    assert len(notices) >= span // 20 and notices["n"].astype(int).sum() == len(scan)
+    first, last = notices["zeek_ml.first_ts"].astype(float), notices["zeek_ml.last_ts"].astype(float)
+    assert ((last - first) <= 20.0 + 1e-6).all() and (notices["suppress_for"] == "20.000000").all()
+    assert (first.diff().dropna() > 0).all()  # one after the other, in data time
+    res = run_cli("score", str(src), "-o", str(tmp_path / "m.log"), "--threshold", "0", "--min-severity", "high", "-q")
+    assert len(_read((tmp_path / "m.log").read_bytes())) == 1
+    bad = run_cli("score", str(src), "-o", str(tmp_path / "x.log"), "--suppress-for", "0")
+    assert bad.returncode == 2 and "--suppress-for" in bad.stderr

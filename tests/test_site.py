@@ -1,0 +1,87 @@
+"""Direction and severity rules (zeek_ml/site.py) on real conn rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import SAMPLE_LOGS
+from zeek_ml.site import LocalNets, directions, severities, severity, severity_rank
+from zeek_ml.zeeklog import iter_batches
+
+
+def _conns(rows: list[tuple[str, str]], local: list[tuple[object, object]] | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame({"id.orig_h": [r[0] for r in rows], "id.resp_h": [r[1] for r in rows]})
+    if local is not None:
+        frame["local_orig"] = pd.array([x[0] for x in local], dtype="boolean")
+        frame["local_resp"] = pd.array([x[1] for x in local], dtype="boolean")
+    return frame
+
+
+def test_directions_from_local_nets() -> None:
+    conns = _conns(
+        [
+            ("203.0.113.7", "10.0.0.5"),  # inbound
+            ("10.0.0.5", "203.0.113.7"),  # outbound
+            ("10.0.0.5", "10.0.0.9"),  # internal
+            ("198.51.100.1", "203.0.113.7"),  # external
+            ("10.0.0.5", "224.0.0.251"),  # mDNS from a local host: internal
+            ("192.168.1.20", "192.168.1.255"),  # subnet broadcast of a local net: internal
+            ("10.0.0.5", "not-an-address"),
+        ]
+    )
+    got = directions(conns, LocalNets.parse("10.0.0.0/8,192.168.1.0/24"))
+    assert got.tolist() == ["inbound", "outbound", "internal", "external", "internal", "internal", "outbound"]
+    # the same addresses under other local nets flip
+    assert directions(conns, LocalNets.parse("203.0.113.0/24"))[:2].tolist() == ["outbound", "inbound"]
+
+
+def test_zeek_local_flags_win_where_set() -> None:
+    conns = _conns(
+        [("203.0.113.7", "198.51.100.1"), ("10.0.0.5", "10.0.0.9")],
+        local=[(False, True), (None, None)],  # Zeek says row 0 is inbound; row 1 is unset: nets decide
+    )
+    assert directions(conns, LocalNets()).tolist() == ["inbound", "internal"]
+    assert directions(conns, LocalNets(), prefer_zeek=False).tolist() == ["external", "internal"]
+
+
+def test_real_log_with_local_flags(shared_data) -> None:
+    path = shared_data / "zeek_unlabeled/more/rita/test_data__missing_host__2024-04-19__conn.10-00-00-11-00-00.log.gz"
+    batch = next(iter_batches([path]))
+    got = directions(batch, LocalNets())
+    lo = batch["local_orig"].fillna(False).to_numpy(dtype=bool)
+    lr = batch["local_resp"].fillna(False).to_numpy(dtype=bool)
+    assert (got[~lo & lr] == "inbound").all() and (got[lo & ~lr] == "outbound").all()
+    assert (got == "inbound").mean() > 0.9  # an Internet-facing sensor: almost all inbound
+
+
+def test_sample_logs_without_flags_use_private_space() -> None:
+    batch = next(iter_batches([SAMPLE_LOGS]))
+    got = directions(batch.assign(local_orig=pd.NA, local_resp=pd.NA), LocalNets())
+    assert set(got) <= {"inbound", "outbound", "internal", "external"}
+    private = batch["id.orig_h"].astype(str).str.startswith(("10.", "192.168."))
+    assert not (got[private.to_numpy()] == "inbound").any()
+
+
+def test_severity_rules() -> None:
+    assert severity("inbound", hosts=500, ports=500, conns=10_000) == "low"  # unsolicited probing
+    assert severity("external") == "low"
+    assert severity("outbound") == "medium"
+    assert severity("outbound", "C&C") == "high"
+    assert severity("internal", "PartOfAHorizontalPortScan") == "high"
+    assert severity("internal", hosts=10) == "high"  # horizontal scan
+    assert severity("internal", ports=10) == "high"  # vertical scan
+    assert severity("outbound", conns=500) == "high"  # flood / brute force
+    assert severity("outbound", hosts=9, ports=9, conns=499) == "medium"
+    got = severities(np.array(["inbound", "outbound", "internal"], dtype=object), ["DDoS", "", "C&C"])
+    assert got.tolist() == ["low", "medium", "high"]
+    assert [severity_rank(s) for s in ("low", "medium", "high")] == [0, 1, 2]
+    with pytest.raises(ValueError):
+        severity_rank("critical")
+
+
+def test_bad_local_net_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        LocalNets.parse("10.0.0.0/33")
+    assert LocalNets.parse(" ,").nets == LocalNets().nets

@@ -1,0 +1,166 @@
+"""Where a connection goes relative to the site, and how much a notice about it matters.
+
+Direction comes from Zeek's ``local_orig``/``local_resp`` where the log has them, else from
+the site's local networks (:class:`LocalNets`, like Zeek's ``Site::local_nets``). With neither,
+the private address space (RFC 1918, CGNAT, link-local, IPv6 ULA and link-local, loopback) is
+taken as local, as ``Site::private_address_space`` would be.
+
+Severity is a rule over an incident (one or many connections, see :mod:`zeek_ml.aggregate`):
+
+- ``low``: the originator is outside the site (unsolicited inbound probing of an
+  Internet-facing host, or traffic between two outside hosts the sensor happens to see);
+- ``high``: a local host is the originator and it talks like C&C, scans or floods: the model
+  names such a family, or the incident reaches many hosts or ports (scan) or many connections
+  (flood) within the suppression interval;
+- ``medium``: any other flagged traffic from a local host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+DIRECTIONS: tuple[str, ...] = ("inbound", "outbound", "internal", "external")
+"""``inbound``: outside -> local; ``outbound``: local -> outside; ``internal``: local -> local
+(multicast and broadcast from a local host included); ``external``: outside -> outside."""
+
+SEVERITIES: tuple[str, ...] = ("low", "medium", "high")
+
+PRIVATE_NETS: tuple[str, ...] = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "127.0.0.0/8",
+    "fc00::/7",
+    "fe80::/10",
+    "::1/128",
+)
+"""Local when the log has no ``local_orig``/``local_resp`` and no ``--local-nets`` is given."""
+
+SCAN_MIN_HOSTS = 10
+"""A local originator reaching this many distinct hosts within one interval scans (high)."""
+SCAN_MIN_PORTS = 10
+"""... or this many distinct responder ports (a vertical scan)."""
+FLOOD_MIN_CONNS = 500
+"""... or opens this many flagged connections (a flood, a brute force)."""
+HIGH_FAMILY_WORDS: tuple[str, ...] = ("c&c", "cnc", "c2", "command", "scan", "ddos", "dos", "flood", "brute")
+"""A family name containing one of these words makes a local originator's notice high."""
+
+
+def severity_rank(name: str) -> int:
+    """0 for low, 1 for medium, 2 for high (ValueError otherwise)."""
+    try:
+        return SEVERITIES.index(name)
+    except ValueError:
+        raise ValueError(f"unknown severity {name!r} (one of {', '.join(SEVERITIES)})") from None
+
+
+@dataclass(frozen=True)
+class LocalNets:
+    """The site's local networks (``Site::local_nets``): a list of CIDR strings."""
+
+    nets: tuple[str, ...] = PRIVATE_NETS
+
+    @classmethod
+    def parse(cls, text: str | Iterable[str] | None) -> LocalNets:
+        """From ``"10.0.0.0/8,192.168.1.0/24"`` or a list; None gives the private address space."""
+        if text is None:
+            return cls()
+        items = text.split(",") if isinstance(text, str) else list(text)
+        nets = []
+        for item in items:
+            item = item.strip()
+            if item:
+                nets.append(str(ipaddress.ip_network(item, strict=False)))  # ValueError on a bad net
+        return cls(tuple(nets)) if nets else cls()
+
+    def _networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.nets]
+
+    def classify(self, addrs: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(is_local, is_group) bool arrays: inside a local net; multicast or broadcast.
+
+        Parses each distinct address once (``pd.factorize``), not once per row.
+        """
+        codes, uniques = pd.factorize(addrs.astype(object), use_na_sentinel=True)
+        nets = self._networks()
+        broadcasts = {n.broadcast_address for n in nets if n.version == 4 and n.prefixlen < 31}
+        local_u = np.zeros(len(uniques) + 1, dtype=bool)  # last slot: missing address
+        group_u = np.zeros(len(uniques) + 1, dtype=bool)
+        for i, text in enumerate(uniques):
+            try:
+                ip = ipaddress.ip_address(str(text))
+            except ValueError:
+                continue
+            local_u[i] = any(ip in n for n in nets if n.version == ip.version)
+            group_u[i] = ip.is_multicast or ip in broadcasts or str(ip) == "255.255.255.255"
+        codes = np.where(codes < 0, len(uniques), codes)
+        return local_u[codes], group_u[codes]
+
+
+def _flag(conns: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(value, known) of a Zeek bool column such as ``local_orig``."""
+    if name not in conns.columns:
+        n = len(conns)
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    col = conns[name]
+    known = col.notna().to_numpy(copy=True)
+    value = col.astype(object).where(col.notna(), False).astype(bool).to_numpy(copy=True)
+    return value, known
+
+
+def directions(conns: pd.DataFrame, local_nets: LocalNets | None = None, *, prefer_zeek: bool = True) -> np.ndarray:
+    """The direction of each connection (object array of :data:`DIRECTIONS`).
+
+    Zeek's ``local_orig``/``local_resp`` decide where set (``prefer_zeek``), the local nets
+    elsewhere. A local host sending to multicast or broadcast is ``internal``.
+    """
+    nets = local_nets or LocalNets()
+    orig_net, _ = nets.classify(conns["id.orig_h"])
+    resp_net, resp_group = nets.classify(conns["id.resp_h"])
+    orig_local, orig_known = _flag(conns, "local_orig")
+    resp_local, resp_known = _flag(conns, "local_resp")
+    if not prefer_zeek:
+        orig_known[:] = False
+        resp_known[:] = False
+    orig = np.where(orig_known, orig_local, orig_net)
+    resp = np.where(resp_known, resp_local, resp_net) | (orig & resp_group)
+    out = np.full(len(conns), "external", dtype=object)
+    out[orig & resp] = "internal"
+    out[orig & ~resp] = "outbound"
+    out[~orig & resp] = "inbound"
+    return out
+
+
+def is_high_family(family: str | None) -> bool:
+    """Whether a family name says C&C, scanning, flooding or brute force."""
+    if not family:
+        return False
+    low = family.lower()
+    return any(word in low for word in HIGH_FAMILY_WORDS)
+
+
+def severity(direction: str, family: str | None = None, *, hosts: int = 1, ports: int = 1, conns: int = 1) -> str:
+    """The severity of an incident (see the module's docstring for the rules)."""
+    if direction not in ("outbound", "internal"):
+        return "low"
+    if is_high_family(family) or hosts >= SCAN_MIN_HOSTS or ports >= SCAN_MIN_PORTS or conns >= FLOOD_MIN_CONNS:
+        return "high"
+    return "medium"
+
+
+def severities(direction: Sequence[str], family: Sequence[str | None] | None = None) -> np.ndarray:
+    """Per-connection severity (one connection: no scan or flood evidence), object array."""
+    direction = np.asarray(direction, dtype=object)
+    local = (direction == "outbound") | (direction == "internal")
+    high = np.zeros(len(direction), dtype=bool)
+    if family is not None:
+        fam = pd.Series(np.asarray(family, dtype=object)).fillna("").astype(str)
+        high = fam.map({f: is_high_family(f) for f in fam.unique()}).to_numpy(dtype=bool)
+    return np.where(local, np.where(high, "high", "medium"), "low").astype(object)
