@@ -78,6 +78,8 @@ class ReadStats:
     rejected: int = 0
     blank: int = 0
     comments: int = 0
+    ignored_events: int = 0
+    """Suricata eve events that are not flows (alert, dns, stats...): read, counted, not scored."""
 
 
 class RejectLog:
@@ -131,8 +133,15 @@ _CONN_NAME = re.compile(r"(?:^|__|[._-])conn(?:[._-]|__|$)")
 _LOG_SUFFIX = re.compile(r"\.(?:log|json|tsv|txt)(?:\.gz)?$|\.gz$")
 
 
+SOURCES = ("auto", "zeek", "suricata")
+"""What a read takes: ``auto`` (by content), Zeek logs only, or Suricata eve.json only."""
+
+_EVE_NAME = re.compile(r"(?:^|__|[._-])eve(?:[._-][^/]*)?\.json(?:[.-][\d:T_-]+)*(?:\.gz)?$")
+"""eve.json, eve.json.1, eve.json.1.gz, eve-2024-01-01-10:00.json, eve.json-20240101.gz, x__eve.json..."""
+
+
 def expand_sources(
-    inputs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], log_path: str = "conn"
+    inputs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], log_path: str = "conn", source: str = "auto"
 ) -> list[str]:
     """Files, directories and globs -> files in time order.
 
@@ -140,7 +149,9 @@ def expand_sources(
     (``conn.log``, ``conn.2024-01-01-10-00-00.log``, ``conn.10:00:00-11:00:00.log.gz``,
     ``conn__<open>__<close>__.log``); files are ordered by their ``#open`` time,
     else their first ``ts``. Explicit file names are kept as given, in that order
-    relative to the groups they came in.
+    relative to the groups they came in. With ``source="suricata"`` a directory contributes
+    its eve files instead (``eve.json``, ``eve.json.1``, ``eve-*.json``, ``.gz``), ordered by
+    their first event's time; with ``auto`` it contributes its conn logs, else its eve files.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -149,13 +160,15 @@ def expand_sources(
     for item in inputs:
         item = os.fspath(item)
         if os.path.isdir(item):
-            found = [
-                os.path.join(item, n)
-                for n in os.listdir(item)
-                if name_re.search(n) and _LOG_SUFFIX.search(n) and os.path.isfile(os.path.join(item, n))
-            ]
+            names = [n for n in os.listdir(item) if os.path.isfile(os.path.join(item, n))]
+            found = []
+            if source != "suricata":
+                found = [os.path.join(item, n) for n in names if name_re.search(n) and _LOG_SUFFIX.search(n)]
+            if source == "suricata" or (source == "auto" and not found and log_path == "conn"):
+                found = [os.path.join(item, n) for n in names if _EVE_NAME.search(n)]
             if not found:
-                raise SourceError(f"{item}: no {log_path} logs in this directory")
+                what = "eve.json files" if source == "suricata" else f"{log_path} logs"
+                raise SourceError(f"{item}: no {what} in this directory")
             files.extend(sorted(found, key=_time_key))
         elif os.path.exists(item):
             files.append(item)
@@ -194,7 +207,10 @@ def _time_key(path: str) -> tuple[float, str]:
 def _first_ts(line: bytes) -> float | None:
     if line.startswith(b"{"):
         try:
-            value = json.loads(line).get("ts")
+            obj = json.loads(line)
+            value = obj.get("ts")
+            if value is None:  # Suricata eve: the event's time
+                value = obj.get("timestamp")
         except (ValueError, AttributeError):
             return None
         ts = _json_times([value])[0]
@@ -232,12 +248,22 @@ class _Header:
 class _Context:
     """What one read shares across files: options, stats, the reject log."""
 
-    def __init__(self, rejects: RejectLog, stats: ReadStats, batch_bytes: int, conn: bool, fields: list[str] | None):
+    def __init__(
+        self,
+        rejects: RejectLog,
+        stats: ReadStats,
+        batch_bytes: int,
+        conn: bool,
+        fields: list[str] | None,
+        source: str = "auto",
+    ):
         self.rejects = rejects
         self.stats = stats
         self.batch_bytes = batch_bytes
         self.conn = conn
         self.fields = fields
+        self.source = source  # auto | zeek | suricata: what make_parser may choose
+        self.local_nets: Any = None  # Suricata eve: sets local_orig/local_resp (Zeek's Site::local_nets)
 
     def reject(self, file: str, line: int, fld: str | None, reason: str, raw: bytes = b"") -> None:
         self.stats.rejected += 1
@@ -254,11 +280,16 @@ def iter_batches(
     conn: bool = True,
     fields: list[str] | None = None,
     log_path: str = "conn",
+    source: str = "auto",
+    local_nets: Any = None,
 ) -> Iterator[pd.DataFrame]:
     """Yield DataFrames of Zeek log records from files, directories or globs.
 
     ``conn`` puts conn.log's standard columns first (null where absent).
     ``fields`` names the columns of header-less TSV (``zeek-cut`` output).
+    ``source``: ``auto`` (Zeek TSV, Zeek JSON or Suricata eve.json by content), ``zeek`` or
+    ``suricata`` (eve.json flow events mapped to conn records; directories give their eve files).
+    ``local_nets`` (CIDRs or a ``LocalNets``) fills eve records' ``local_orig``/``local_resp``.
     Each batch's ``attrs`` hold ``source`` (file), ``path`` (Zeek log path) and
     ``types`` (Zeek type of each column).
     """
@@ -268,10 +299,14 @@ def iter_batches(
         batch_bytes,
         conn,
         fields,
+        source,
     )
+    ctx.local_nets = local_nets
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r} ({', '.join(SOURCES)})")
     if strict:
         ctx.rejects.strict = True
-    for path in expand_sources(sources, log_path):
+    for path in expand_sources(sources, log_path, source=source):
         yield from iter_file(path, ctx)
 
 
@@ -306,7 +341,7 @@ def iter_file(path: str, ctx: _Context) -> Iterator[pd.DataFrame]:
 def _iter_lines(f: IO[bytes], path: str, ctx: _Context) -> Iterator[pd.DataFrame]:
     leftover = b""
     line_no = 0  # lines of this file consumed so far
-    parser: _TsvParser | _JsonParser | None = None
+    parser: Any = None
     while True:
         chunk = f.read(ctx.batch_bytes)
         buf = leftover + chunk
@@ -330,15 +365,42 @@ def _iter_lines(f: IO[bytes], path: str, ctx: _Context) -> Iterator[pd.DataFrame
             buf = stripped
             if not buf:
                 continue
-            if buf.startswith(b"{"):
-                parser = _JsonParser(path, ctx)
-            else:
-                parser = _TsvParser(path, ctx)
+            parser = make_parser(path, buf, ctx)
         ctx.stats.lines += buf.count(b"\n")
         yield from parser.feed(buf, line_no + 1, final=not chunk)
         line_no += buf.count(b"\n")
         if not chunk:
             break
+    finish = getattr(parser, "finish", None)
+    if finish is not None:  # a parser that needs the whole file (a JSON array of eve events)
+        yield from finish(line_no)
+
+
+def make_parser(path: str, first_bytes: bytes, ctx: _Context) -> Any:
+    """The parser for a file, chosen by its first bytes: Zeek TSV, Zeek JSON or Suricata eve.json.
+
+    Every parser has ``feed(buf, first_line, final) -> Iterator[DataFrame]`` over chunks of
+    complete lines. eve.json (JSON objects with ``event_type``/``flow_id``/``src_ip``) gets
+    :class:`zeek_ml.suricata.EveParser`, a JSON array of eve events
+    :class:`~zeek_ml.suricata.EveArrayParser`. ``ctx.source`` (``auto``/``zeek``/``suricata``)
+    says which may be chosen; a file of the other kind is a SourceError naming it.
+    """
+    from zeek_ml import suricata
+
+    source = getattr(ctx, "source", "auto")
+    head = first_bytes.lstrip(b" \t\r\n")
+    eve = suricata.looks_like_eve(head)
+    if source == "suricata" and not eve:
+        raise SourceError(f"{path}: not Suricata eve.json (no JSON objects with event_type); --source says suricata")
+    if source == "zeek" and eve:
+        raise SourceError(f"{path}: this is Suricata eve.json, not a Zeek log; use --source suricata or auto")
+    if eve:
+        if head.startswith(b"["):
+            return suricata.EveArrayParser(path, ctx)
+        return suricata.EveParser(path, ctx)
+    if head.startswith(b"{"):
+        return _JsonParser(path, ctx)
+    return _TsvParser(path, ctx)
 
 
 def _finish_frame(

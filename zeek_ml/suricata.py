@@ -1,0 +1,813 @@
+"""Suricata eve.json in, eve-style alerts out.
+
+**Source.** :class:`EveParser` reads eve.json (one JSON object a line, as Suricata writes it;
+``.gz`` and rotated files through the reader) with the same ``feed(buf, first_line, final)``
+interface as the Zeek parsers, so :func:`zeek_ml.zeeklog.reader.make_parser` hands it to the
+offline reader and to the live watcher alike. It keeps ``event_type: flow`` events, counts the
+rest (``ReadStats.ignored_events``) and maps each flow to the conn record schema
+(:func:`flows_to_conns`; the mapping and its known differences from Zeek are in README.md,
+section "Suricata"). JSON arrays of events (``suricata-sample-data``) are read by
+:class:`EveArrayParser`.
+
+**Sink.** :class:`EveAlertSink` writes verdicts as ``event_type: alert`` events that EveBox,
+Filebeat's suricata module and eve.json pipelines take unchanged, with zeek-ml's own generator
+id (:data:`GID`) and signature ids (:data:`SID_BASE` ...), the score, family and reasons in
+``alert.metadata``. Incidents (aggregation) and the site profile apply as for notices: the sink
+renders the notice rows of :func:`zeek_ml.sinks.build_notice_sink` as alerts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import ipaddress
+import json
+import math
+import os
+import re
+import sys
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from zeek_ml.pipeline import Verdicts
+from zeek_ml.zeeklog.schema import CONN_FIELDS, pandas_dtype
+
+# --------------------------------------------------------------------------- mapping tables
+
+LINK_HEADER_BYTES = 14
+"""Bytes of link-layer header Suricata counts in ``flow.bytes_*`` per packet (Ethernet II).
+
+Suricata's flow byte counters add up whole captured frames (``GET_PKT_LEN``), link header
+included: a bare TCP SYN is 54 bytes in eve.json, 40 in Zeek's ``orig_ip_bytes``. The mapping
+subtracts this many bytes per packet (plus 4 per VLAN tag the event lists)."""
+
+PROTO_NUMBERS: dict[str, int] = {
+    "ICMP": 1,
+    "IGMP": 2,
+    "TCP": 6,
+    "UDP": 17,
+    "GRE": 47,
+    "ESP": 50,
+    "AH": 51,
+    "IPV6-ICMP": 58,
+    "ICMPV6": 58,
+    "SCTP": 132,
+}
+"""Suricata's ``proto`` names -> IP protocol numbers (``ip_proto``, as Zeek 7.1+ logs it)."""
+
+SERVICE_NAMES: dict[str, str] = {
+    "tls": "ssl",
+    "krb5": "krb",
+    "dcerpc": "dce_rpc",
+    "http2": "http",
+    "ikev2": "ike",
+    "ftp-data": "ftp-data",
+    "ftp_data": "ftp-data",
+    "failed": "",
+}
+"""Suricata ``app_proto`` -> Zeek ``service`` where the names differ (``failed``: no parser matched,
+Zeek's unset)."""
+
+SURICATA_STATES = ("new", "established", "closed", "bypassed", "local_bypassed", "capture_bypassed")
+"""``flow.state`` values Suricata writes (bypassed flows: ``state: bypassed``, ``bypass: local|capture``)."""
+
+# TCP flag bits as in ``tcp.tcp_flags_ts`` / ``tcp_flags_tc`` (hex, cumulative over the flow).
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+EXTRA_EVE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("ip_proto", "count"),
+    ("community_id", "string"),
+    ("suricata.flow_state", "string"),
+    ("suricata.flow_reason", "string"),
+    ("suricata.tcp_state", "string"),
+    ("suricata.tcp_flags_ts", "string"),
+    ("suricata.tcp_flags_tc", "string"),
+    ("suricata.bytes_toserver", "count"),
+    ("suricata.bytes_toclient", "count"),
+    ("suricata.alerted", "bool"),
+    ("suricata.bypassed", "bool"),
+    ("suricata.age", "count"),
+)
+"""Columns after conn.log's in a batch read from eve.json: what eve says that conn.log cannot."""
+
+_FLOW_EVENT = re.compile(rb'"event_type"\s*:\s*"flow"')
+_EVENT_TYPE = re.compile(rb'"event_type"\s*:\s*"([^"]{1,64})"')
+_EVE_KEYS = ("event_type", "flow_id", "src_ip")
+
+
+def is_eve_object(obj: object) -> bool:
+    """True for a decoded JSON object that looks like a Suricata eve event."""
+    return isinstance(obj, dict) and "event_type" in obj and ("timestamp" in obj or "src_ip" in obj)
+
+
+def looks_like_eve(first_bytes: bytes) -> bool:
+    """True when the start of a file is Suricata eve.json (objects, or a JSON array of them).
+
+    Decides on the first complete line when there is one, else on the keys in the bytes given.
+    """
+    head = first_bytes.lstrip(b" \t\r\n\xef\xbb\xbf")
+    if head.startswith(b"["):
+        return b'"event_type"' in head[:65536] or head.rstrip().startswith(b"[]")
+    if not head.startswith(b"{"):
+        return False
+    line = head.split(b"\n", 1)[0]
+    try:
+        return is_eve_object(json.loads(line))
+    except ValueError:
+        return sum(f'"{k}"'.encode() in line for k in _EVE_KEYS) >= 2
+
+
+# --------------------------------------------------------------------------- the mapping
+
+
+def _get(events: Sequence[dict[str, Any]], *keys: str) -> list[Any]:
+    out = []
+    for e in events:
+        v: Any = e
+        for k in keys:
+            v = v.get(k) if isinstance(v, dict) else None
+        out.append(v)
+    return out
+
+
+def _int_array(values: list[Any]) -> np.ndarray:
+    """Non-negative integers as float64 (NaN where absent or not an integer)."""
+    return np.array(
+        [float(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else np.nan for v in values],
+        dtype=float,
+    )
+
+
+def _epoch(values: list[Any]) -> np.ndarray:
+    """eve timestamps (``2024-01-01T10:00:00.123456+0000``; no offset = UTC) -> epoch seconds."""
+    parsed = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601", errors="coerce")
+    secs = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    return secs.to_numpy(dtype=float, na_value=np.nan)
+
+
+def _hex_flags(values: list[Any]) -> np.ndarray:
+    """``"1b"`` -> 0x1b; -1 where absent or not hex."""
+    out = np.full(len(values), -1, dtype=np.int64)
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            with contextlib.suppress(ValueError):
+                out[i] = int(v, 16)
+    return out
+
+
+def conn_state_and_history(
+    proto: np.ndarray,
+    flags_ts: np.ndarray,
+    flags_tc: np.ndarray,
+    pkts_ts: np.ndarray,
+    pkts_tc: np.ndarray,
+    data_ts: np.ndarray,
+    data_tc: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The closest Zeek ``conn_state`` and a ``history``-like string for each flow.
+
+    ``proto``: Zeek proto (``tcp``/``udp``/``icmp``/...); ``flags_*``: cumulative TCP flags per
+    direction (-1 where eve has no ``tcp`` object); ``pkts_*``: packets per direction; ``data_*``:
+    whether that direction carried payload. eve keeps the union of flags per direction, not their
+    order, so history letters come in Zeek's usual order (``ShADadFfRr``) and repeats
+    (``T``, ``W``, counts) are never written. A TCP flow without flags gets neither (null).
+    """
+    n = len(proto)
+    state = np.full(n, None, dtype=object)
+    history = np.full(n, None, dtype=object)
+    tcp = (proto == "tcp") & (flags_ts >= 0)
+    udp = proto == "udp"
+    icmp = proto == "icmp"
+    has_tc = pkts_tc > 0
+    # UDP and other non-TCP transports as Zeek writes them: both ways SF, one way S0; ICMP OTH.
+    other = ~tcp & ~icmp & (proto != "tcp")
+    state[other] = np.where(has_tc[other], "SF", "S0")
+    state[icmp] = "OTH"
+    udp_hist = np.where(data_ts, "D", "") + np.where(has_tc & data_tc, "d", "")
+    history[udp] = udp_hist[udp]
+    history[udp & (udp_hist == "")] = None
+    if not tcp.any():
+        return state, history
+    ts = np.where(tcp, flags_ts, 0)
+    tc = np.where(tcp & has_tc, np.maximum(flags_tc, 0), 0)
+    o_s, r_s = (ts & SYN) > 0, (tc & SYN) > 0
+    o_f, r_f = (ts & FIN) > 0, (tc & FIN) > 0
+    o_r, r_r = (ts & RST) > 0, (tc & RST) > 0
+    # An ACK that only rides on a RST (a refused SYN: RST|ACK) is no ``a`` in Zeek's history.
+    o_a = ((ts & ACK) > 0) & ((ts & ~(ACK | RST)) > 0)
+    r_a = ((tc & ACK) > 0) & ((tc & ~(ACK | RST)) > 0)
+    o_d = data_ts & ((ts & PSH) > 0)
+    r_d = data_tc & ((tc & PSH) > 0)
+    conditions = [
+        o_s & ~r_s & r_r,  # SYN answered by RST: rejected
+        o_s & ~r_s & o_r,  # SYN then RST from the originator, no SYN-ACK
+        o_s & ~r_s & o_f,  # SYN then FIN, no SYN-ACK
+        o_s & ~r_s & ~has_tc,  # SYN, no reply
+        o_s & r_s & o_r,  # established, originator aborted
+        o_s & r_s & r_r,  # established, responder aborted
+        o_s & r_s & o_f & r_f,  # established and closed both ways
+        o_s & r_s & o_f,  # close attempt by the originator only
+        o_s & r_s & r_f,  # close attempt by the responder only
+        o_s & r_s,  # established, not closed
+        ~o_s & r_s & r_r,  # SYN-ACK then RST, originator's SYN unseen
+        ~o_s & r_s & r_f,  # SYN-ACK then FIN, originator's SYN unseen
+    ]
+    choices = ["REJ", "RSTOS0", "SH", "S0", "RSTO", "RSTR", "SF", "S2", "S3", "S1", "RSTRH", "SHR"]
+    tcp_state = np.select(conditions, choices, default="OTH")
+    r_more = r_a & (~r_s | (pkts_tc > 1))  # the responder ACKed beyond its SYN-ACK
+    letters = [
+        (o_s, "S"), (r_s & r_a, "h"), (r_s & ~r_a, "s"), (o_a, "A"), (o_d, "D"), (r_more, "a"), (r_d, "d"),
+        (o_f, "F"), (r_f, "f"), (o_r, "R"), (r_r, "r"),
+    ]  # fmt: skip
+    hist = np.full(n, "", dtype=object)
+    for mask, letter in letters:
+        hist = np.where(mask, hist + letter, hist)
+    state[tcp] = tcp_state[tcp]
+    history[tcp] = hist[tcp]
+    history[tcp & (hist == "")] = None
+    return state, history
+
+
+def _compact_addrs(values: list[Any]) -> list[Any]:
+    """eve writes IPv6 in full (``fe80:0000:...:e812``); Zeek compressed (``fe80::...:e812``)."""
+    cache: dict[str, str] = {}
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, str) and ":" in v:
+            if v not in cache:
+                try:
+                    cache[v] = str(ipaddress.ip_address(v))
+                except ValueError:
+                    cache[v] = v
+            v = cache[v]
+        out.append(v)
+    return out
+
+
+def flows_to_conns(
+    events: Sequence[dict[str, Any]], link_header_bytes: int = LINK_HEADER_BYTES, local_nets: Any = None
+) -> pd.DataFrame:
+    """eve ``flow`` events -> a batch in the conn record schema (conn.log's columns first, with
+    their batch dtypes, then :data:`EXTRA_EVE_FIELDS`). See README.md, "Suricata", for the mapping.
+
+    ``local_nets`` (a :class:`~zeek_ml.site.LocalNets`, or CIDRs as text or a list) sets
+    ``local_orig``/``local_resp`` as Zeek does from ``Site::local_nets``; without, they stay unset.
+    """
+    n = len(events)
+    flow_start = _get(events, "flow", "start")
+    stamp = _get(events, "timestamp")
+    start = _epoch([s if s is not None else t for s, t in zip(flow_start, stamp)])
+    end = _epoch(_get(events, "flow", "end"))
+    duration = np.where(np.isnan(end) | np.isnan(start), np.nan, np.maximum(end - start, 0.0))
+
+    proto_raw = [str(p).upper() if p is not None else "" for p in _get(events, "proto")]
+    ip_proto = np.array([PROTO_NUMBERS.get(p, int(p) if p.isdigit() else -1) for p in proto_raw], dtype=np.int64)
+    zeek_proto = np.select(
+        [ip_proto == 6, ip_proto == 17, (ip_proto == 1) | (ip_proto == 58)],
+        ["tcp", "udp", "icmp"],
+        default="unknown_transport",
+    ).astype(object)
+
+    src = _compact_addrs(_get(events, "src_ip"))
+    dst = _compact_addrs(_get(events, "dest_ip"))
+    v6 = np.array([isinstance(a, str) and ":" in a for a in src], dtype=bool)
+    sport = _int_array(_get(events, "src_port"))
+    dport = _int_array(_get(events, "dest_port"))
+    # Zeek puts ICMP type and code in the ports.
+    icmp = zeek_proto == "icmp"
+    if icmp.any():
+        itype = _int_array(_get(events, "icmp_type"))
+        icode = _int_array(_get(events, "icmp_code"))
+        sport = np.where(icmp & np.isnan(sport), itype, sport)
+        dport = np.where(icmp & np.isnan(dport), icode, dport)
+
+    bypassed_obj = _get(events, "flow", "bypassed")
+    pkts_ts = _int_array(_get(events, "flow", "pkts_toserver"))
+    pkts_tc = _int_array(_get(events, "flow", "pkts_toclient"))
+    bytes_ts = _int_array(_get(events, "flow", "bytes_toserver"))
+    bytes_tc = _int_array(_get(events, "flow", "bytes_toclient"))
+    if any(isinstance(b, dict) for b in bypassed_obj):
+        # Locally bypassed flows count what passed after the bypass apart.
+        for arr, key in ((pkts_ts, "pkts_toserver"), (pkts_tc, "pkts_toclient")):
+            arr += np.nan_to_num(_int_array([b.get(key) if isinstance(b, dict) else 0 for b in bypassed_obj]))
+        for arr, key in ((bytes_ts, "bytes_toserver"), (bytes_tc, "bytes_toclient")):
+            arr += np.nan_to_num(_int_array([b.get(key) if isinstance(b, dict) else 0 for b in bypassed_obj]))
+    vlan_tags = np.array([len(v) if isinstance(v, list) else 0 for v in _get(events, "vlan")], dtype=float)
+    link = link_header_bytes + 4.0 * vlan_tags
+    ip_ts = np.maximum(bytes_ts - link * pkts_ts, 0.0)
+    ip_tc = np.maximum(bytes_tc - link * pkts_tc, 0.0)
+    # Payload estimate: IP bytes less the minimal IP and transport headers per packet.
+    l3 = np.where(v6, 40.0, 20.0)
+    l4 = np.select([zeek_proto == "tcp", zeek_proto == "udp", zeek_proto == "icmp"], [20.0, 8.0, 8.0], 0.0)
+    pay_ts = np.maximum(ip_ts - pkts_ts * (l3 + l4), 0.0)
+    pay_tc = np.maximum(ip_tc - pkts_tc * (l3 + l4), 0.0)
+
+    tcp_obj = _get(events, "tcp")
+    flags_ts = _hex_flags([t.get("tcp_flags_ts") if isinstance(t, dict) else None for t in tcp_obj])
+    flags_tc = _hex_flags([t.get("tcp_flags_tc") if isinstance(t, dict) else None for t in tcp_obj])
+    # TCP options look like payload in byte counts: only a direction that pushed data carries any.
+    is_tcp = zeek_proto == "tcp"
+    pay_ts = np.where(is_tcp & ((np.maximum(flags_ts, 0) & PSH) == 0), 0.0, pay_ts)
+    pay_tc = np.where(is_tcp & ((np.maximum(flags_tc, 0) & PSH) == 0), 0.0, pay_tc)
+    pkts_ts0 = np.nan_to_num(pkts_ts)
+    pkts_tc0 = np.nan_to_num(pkts_tc)
+    state, history = conn_state_and_history(
+        zeek_proto, flags_ts, flags_tc, pkts_ts0, pkts_tc0, np.nan_to_num(pay_ts) > 0, np.nan_to_num(pay_tc) > 0
+    )
+
+    service = []
+    for a in _get(events, "app_proto"):
+        name = SERVICE_NAMES.get(str(a).lower(), str(a).lower()) if a is not None else ""
+        service.append(name or None)
+
+    flow_state = _get(events, "flow", "state")
+    bypass = _get(events, "flow", "bypass")
+    bypassed = np.array(
+        [(isinstance(s, str) and "bypass" in s) or isinstance(b, str) for s, b in zip(flow_state, bypass)], dtype=bool
+    )
+
+    def counts(values: np.ndarray) -> pd.Series:
+        return pd.Series(pd.array(np.where(np.isnan(values), None, values).tolist(), dtype="Int64"))
+
+    def strings(values: Sequence[Any]) -> pd.Series:
+        return pd.Series([None if v is None else str(v) for v in values], dtype=pandas_dtype("string"))
+
+    local = {"orig": pd.Series([pd.NA] * n, dtype="boolean"), "resp": pd.Series([pd.NA] * n, dtype="boolean")}
+    if local_nets is not None:
+        from zeek_ml.site import LocalNets
+
+        nets = local_nets if isinstance(local_nets, LocalNets) else LocalNets.parse(local_nets)
+        local["orig"] = pd.Series(nets.classify(pd.Series(src, dtype=object))[0], dtype="boolean")
+        local["resp"] = pd.Series(nets.classify(pd.Series(dst, dtype=object))[0], dtype="boolean")
+
+    columns: dict[str, pd.Series] = {
+        "ts": pd.Series(start, dtype=float),
+        "uid": strings(_get(events, "flow_id")),
+        "id.orig_h": strings(src),
+        "id.orig_p": counts(sport),
+        "id.resp_h": strings(dst),
+        "id.resp_p": counts(dport),
+        "proto": strings(zeek_proto),
+        "service": strings(service),
+        "duration": pd.Series(duration, dtype=float),
+        "orig_bytes": counts(pay_ts),
+        "resp_bytes": counts(pay_tc),
+        "conn_state": strings(state),
+        "local_orig": local["orig"],
+        "local_resp": local["resp"],
+        "missed_bytes": pd.Series([pd.NA] * n, dtype=pandas_dtype("count")),
+        "history": strings(history),
+        "orig_pkts": counts(pkts_ts),
+        "orig_ip_bytes": counts(ip_ts),
+        "resp_pkts": counts(pkts_tc),
+        "resp_ip_bytes": counts(ip_tc),
+        "tunnel_parents": pd.Series([None] * n, dtype=object),
+        "ip_proto": counts(np.where(ip_proto < 0, np.nan, ip_proto.astype(float))),
+        "community_id": strings(_get(events, "community_id")),
+        "suricata.flow_state": strings(flow_state),
+        "suricata.flow_reason": strings(_get(events, "flow", "reason")),
+        "suricata.tcp_state": strings([t.get("state") if isinstance(t, dict) else None for t in tcp_obj]),
+        "suricata.tcp_flags_ts": strings([t.get("tcp_flags_ts") if isinstance(t, dict) else None for t in tcp_obj]),
+        "suricata.tcp_flags_tc": strings([t.get("tcp_flags_tc") if isinstance(t, dict) else None for t in tcp_obj]),
+        "suricata.bytes_toserver": counts(bytes_ts),
+        "suricata.bytes_toclient": counts(bytes_tc),
+        "suricata.alerted": pd.Series(
+            [v if isinstance(v, bool) else None for v in _get(events, "flow", "alerted")], dtype="boolean"
+        ),
+        "suricata.bypassed": pd.Series(bypassed, dtype="boolean"),
+        "suricata.age": counts(_int_array(_get(events, "flow", "age"))),
+    }
+    frame = pd.DataFrame(columns)
+    frame.attrs = {"path": "conn", "types": dict(CONN_FIELDS) | dict(EXTRA_EVE_FIELDS)}
+    return frame
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+class EveParser:
+    """Suricata eve.json, one event a line: flow events -> conn batches, other events counted.
+
+    Same interface as the reader's Zeek parsers: ``feed(buf, first_line, final)`` takes complete
+    lines and yields DataFrames. Only lines whose ``event_type`` is ``flow`` are decoded; a line
+    that is not a JSON object at all (cut short, garbage) is rejected with file and line, like a
+    malformed Zeek line. ``ignored`` counts the other events by type.
+    """
+
+    def __init__(self, path: str, ctx: Any, link_header_bytes: int | None = None):
+        self.path = path
+        self.ctx = ctx
+        self.link_header_bytes = int(
+            link_header_bytes if link_header_bytes is not None else getattr(ctx, "link_header_bytes", LINK_HEADER_BYTES)
+        )
+        self.ignored: Counter[str] = Counter()
+
+    def feed(self, buf: bytes, first_line: int, final: bool) -> Iterator[pd.DataFrame]:
+        pieces = buf.split(b"\n")
+        if pieces and pieces[-1] == b"":
+            pieces.pop()
+        events: list[dict[str, Any]] = []
+        where: list[tuple[int, bytes]] = []
+        last = len(pieces) - 1
+        for i, raw in enumerate(pieces):
+            line = raw.strip(b" \t\r\0")  # NUL padding: what an unclean shutdown leaves before a line
+            if not line:
+                self.ctx.stats.blank += 1
+                continue
+            if _FLOW_EVENT.search(line) is None:
+                if line.startswith(b"{") and line.endswith(b"}"):
+                    m = _EVENT_TYPE.search(line)
+                    self.ignored[m.group(1).decode("ascii", "replace") if m else "(none)"] += 1
+                    _count_ignored(self.ctx)
+                    continue
+                self._reject(first_line + i, None, "invalid JSON: not a JSON object", raw, final and i == last)
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                self._reject(first_line + i, None, f"invalid JSON: {e}", raw, final and i == last)
+                continue
+            if isinstance(obj, dict) and obj.get("event_type") != "flow":  # "flow" was in a nested object
+                self.ignored[str(obj.get("event_type"))] += 1
+                _count_ignored(self.ctx)
+                continue
+            problem = _flow_problem(obj)
+            if problem is not None:
+                self.ctx.reject(self.path, first_line + i, problem[0], problem[1], raw)
+                continue
+            events.append(obj)
+            where.append((first_line + i, raw))
+        if events:
+            frame = self._frame(events, where)
+            if frame is not None:
+                yield frame
+
+    def add_events(self, objs: Sequence[Any], first_line: int) -> Iterator[pd.DataFrame]:
+        """Decoded events (a JSON array's elements): keep the flows, count the rest."""
+        events = []
+        for obj in objs:
+            if not isinstance(obj, dict):
+                self.ctx.reject(self.path, first_line, None, "array element is not a JSON object", b"")
+                continue
+            kind = obj.get("event_type")
+            if kind != "flow":
+                self.ignored[str(kind) if kind is not None else "(none)"] += 1
+                _count_ignored(self.ctx)
+                continue
+            problem = _flow_problem(obj)
+            if problem is not None:
+                self.ctx.reject(self.path, first_line, problem[0], problem[1], json.dumps(obj).encode())
+                continue
+            events.append(obj)
+        if events:
+            frame = self._frame(events, [(first_line, b"")] * len(events))
+            if frame is not None:
+                yield frame
+
+    def _reject(self, line: int, field: str | None, reason: str, raw: bytes, last: bool) -> None:
+        if last:
+            reason += " (last line of the file: cut short?)"
+        self.ctx.reject(self.path, line, field, reason, raw)
+
+    def _frame(self, events: list[dict[str, Any]], where: list[tuple[int, bytes]]) -> pd.DataFrame | None:
+        starts = [e["flow"].get("start", e.get("timestamp")) for e in events]
+        bad = np.isnan(_epoch(starts))
+        if bad.any():  # a time that does not parse: the line is malformed, the others go on
+            for i in np.flatnonzero(bad):
+                line, raw = where[i]
+                self.ctx.reject(self.path, line, "flow.start", f"invalid time {starts[i]!r}", raw)
+            events = [e for e, b in zip(events, bad) if not b]
+            if not events:
+                return None
+        frame = flows_to_conns(events, self.link_header_bytes, getattr(self.ctx, "local_nets", None))
+        frame.attrs["source"] = self.path
+        self.ctx.stats.records += len(frame)
+        return frame
+
+
+class EveArrayParser(EveParser):
+    """A JSON array of eve events (``suricata-sample-data``): read whole at the end, then mapped."""
+
+    def __init__(self, path: str, ctx: Any, link_header_bytes: int | None = None):
+        super().__init__(path, ctx, link_header_bytes)
+        self._parts: list[bytes] = []
+        self._first = 1
+
+    def feed(self, buf: bytes, first_line: int, final: bool) -> Iterator[pd.DataFrame]:
+        if not self._parts:
+            self._first = first_line
+        self._parts.append(buf)
+        if final:
+            yield from self.finish(first_line)
+
+    def finish(self, last_line: int = 0) -> Iterator[pd.DataFrame]:
+        """Decode the whole array fed so far and map its flow events (the reader calls this at the end)."""
+        text = b"".join(self._parts)
+        self._parts = []
+        if not text.strip():
+            return
+        try:
+            objs = json.loads(text)
+        except ValueError as e:
+            self.ctx.reject(self.path, self._first, None, f"invalid JSON array: {e}", text[:200])
+            return
+        if not isinstance(objs, list):
+            self.ctx.reject(self.path, self._first, None, "not a JSON array of eve events", text[:200])
+            return
+        yield from self.add_events(objs, self._first)
+
+
+def _count_ignored(ctx: Any) -> None:
+    stats = ctx.stats
+    stats.ignored_events = getattr(stats, "ignored_events", 0) + 1
+
+
+def _flow_problem(obj: Any) -> tuple[str | None, str] | None:
+    """Why a decoded flow event cannot be mapped (field, reason), or None."""
+    if not isinstance(obj, dict):
+        return None, "not a JSON object"
+    flow = obj.get("flow")
+    if not isinstance(flow, dict):
+        return "flow", "flow event without a flow object"
+    for key in ("pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient"):
+        v = flow.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            return f"flow.{key}", f"invalid count {v!r}"
+    for key in ("src_port", "dest_port"):
+        v = obj.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 65535):
+            return key, f"invalid port {v!r}"
+    start = flow.get("start", obj.get("timestamp"))
+    if not isinstance(start, str):
+        return "flow.start", f"invalid time {start!r}"
+    return None
+
+
+# --------------------------------------------------------------------------- sink
+
+GID = 7447
+"""zeek-ml's generator id in eve alerts (Suricata's own rules use gid 1)."""
+
+SID_BASE = 7_447_000
+"""zeek-ml's signature ids: 7,447,000 to 7,447,999 (outside the Snort/ET ranges and the local-use
+range 1,000,000-1,999,999). ``SID_BASE`` is a flagged connection or incident without a family;
+:data:`FAMILY_SIDS` lists the families' offsets; other family names hash into 900-999."""
+
+FAMILY_SIDS: dict[str, tuple[int, str]] = {
+    "": (0, "Potentially Bad Traffic"),
+    "scan": (1, "Detection of a Network Scan"),
+    "portscan": (1, "Detection of a Network Scan"),
+    "bruteforce": (2, "Attempted Administrator Privilege Gain"),
+    "dos": (3, "Attempted Denial of Service"),
+    "ddos": (3, "Attempted Denial of Service"),
+    "c2": (4, "A Network Trojan was detected"),
+    "c&c": (4, "A Network Trojan was detected"),
+    "botnet": (4, "A Network Trojan was detected"),
+    "exploit": (5, "Attempted User Privilege Gain"),
+    "exfiltration": (6, "Potential Corporate Privacy Violation"),
+    "web_attack": (7, "Web Application Attack"),
+    "malware": (8, "A Network Trojan was detected"),
+}
+"""Family -> (offset from :data:`SID_BASE`, Suricata classification category)."""
+
+SEVERITY = {"high": 1, "medium": 2, "low": 3}
+"""zeek-ml severity -> eve ``alert.severity`` (1 is the most severe, as in Suricata)."""
+
+
+def family_signature(family: str | None) -> tuple[int, str, str]:
+    """(signature_id, category, signature) for an attack family (None or "" for none)."""
+    name = (family or "").strip()
+    key = name.lower().replace("-", "_").replace(" ", "_")
+    if key in FAMILY_SIDS:
+        offset, category = FAMILY_SIDS[key]
+    else:
+        offset, category = 900 + zlib.crc32(key.encode()) % 100, "Potentially Bad Traffic"
+    label = f" ({name})" if name else ""
+    return SID_BASE + offset, category, f"ZEEK-ML Suspicious connection{label}"
+
+
+def _eve_time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
+
+
+def _value(v: Any) -> Any:
+    if v is None or v is pd.NA:
+        return None
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _eve_addr(addr: Any) -> Any:
+    """IPv6 as Suricata writes it: in full (``fe80:0000:0000:0000:020c:29ff:fe62:e812``)."""
+    if isinstance(addr, str) and ":" in addr:
+        with contextlib.suppress(ValueError):
+            return ipaddress.ip_address(addr).exploded
+    return addr
+
+
+def _eve_proto(proto: Any, addr: Any) -> str | None:
+    if proto is None:
+        return None
+    p = str(proto).lower()
+    if p == "icmp" and isinstance(addr, str) and ":" in addr:
+        return "IPv6-ICMP"
+    return {"tcp": "TCP", "udp": "UDP", "icmp": "ICMP"}.get(p, str(proto).upper())
+
+
+def _put(meta: dict[str, list[str]], key: str, value: Any) -> None:
+    """``alert.metadata`` holds lists of strings, as Suricata writes a rule's metadata."""
+    if value is None or value == "":
+        return
+    if isinstance(value, (list, tuple)):
+        if value:
+            meta[key] = [str(v) for v in value]
+        return
+    meta[key] = [f"{value:.6g}" if isinstance(value, float) else str(value)]
+
+
+def alerts_from_notices(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Notice rows (as :mod:`zeek_ml.notice` and :mod:`zeek_ml.aggregate` make them) -> eve alerts."""
+    out = []
+    cols = set(frame.columns)
+    records = frame.to_dict("records")
+    for row in records:
+        get = lambda k, r=row: _value(r.get(k)) if k in cols else None  # noqa: E731
+        ts = get("ts")
+        family = get("zeek_ml.family") or ""
+        sid, category, signature = family_signature(family)
+        severity = get("zeek_ml.severity")
+        meta: dict[str, list[str]] = {}
+        put = functools.partial(_put, meta)
+        put("zeek_ml_score", get("zeek_ml.score"))
+        put("zeek_ml_threshold", get("zeek_ml.threshold"))
+        put("zeek_ml_model", get("zeek_ml.model"))
+        put("zeek_ml_model_version", get("zeek_ml.model_version"))
+        put("zeek_ml_family", family)
+        reasons = row.get("zeek_ml.reasons") if "zeek_ml.reasons" in cols else None
+        if isinstance(reasons, (list, tuple, np.ndarray)):
+            put("zeek_ml_reasons", list(reasons))
+        put("zeek_ml_severity", severity)
+        put("zeek_ml_direction", get("zeek_ml.direction"))
+        put("zeek_ml_incident", get("zeek_ml.incident"))
+        put("zeek_ml_connections", get("n"))
+        for key in ("first_ts", "last_ts"):
+            v = get(f"zeek_ml.{key}")
+            if v is not None:
+                put(f"zeek_ml_{key}", _eve_time(float(v)))
+        for key in ("srcs", "dsts", "ports"):
+            put(f"zeek_ml_{key}", get(f"zeek_ml.{key}"))
+        put("zeek_ml_msg", get("msg"))
+        uid = get("uid")
+        put("zeek_uid", uid)
+        event: dict[str, Any] = {"timestamp": _eve_time(float(ts)) if ts is not None else None}
+        if isinstance(uid, str) and uid.isdigit():
+            event["flow_id"] = int(uid)
+        event["event_type"] = "alert"
+        src, dst = _eve_addr(get("id.orig_h")), _eve_addr(get("id.resp_h"))
+        sport, dport = get("id.orig_p"), get("id.resp_p")
+        proto = _eve_proto(get("proto"), src)
+        event["src_ip"] = src
+        if sport is not None and proto != "ICMP" and proto != "IPv6-ICMP":
+            event["src_port"] = int(sport)
+        event["dest_ip"] = dst
+        if dport is not None and proto != "ICMP" and proto != "IPv6-ICMP":
+            event["dest_port"] = int(dport)
+        if proto in ("ICMP", "IPv6-ICMP"):
+            if sport is not None:
+                event["icmp_type"] = int(sport)
+            if dport is not None:
+                event["icmp_code"] = int(dport)
+        event["proto"] = proto
+        event["alert"] = {
+            "action": "allowed",
+            "gid": GID,
+            "signature_id": sid,
+            "rev": 1,
+            "signature": signature,
+            "category": category,
+            "severity": SEVERITY.get(str(severity), 2),
+            "metadata": meta,
+        }
+        out.append({k: v for k, v in event.items() if v is not None})
+    return out
+
+
+class EveAlertWriter:
+    """Writes notice rows as eve alert lines; the writer a notice sink renders through.
+
+    ``target``: a path (truncated), ``-`` (stdout) or an open binary file (kept open: the live
+    watcher's append-only output). Has the part of ``ZeekLogWriter``'s surface the notice sinks use.
+    """
+
+    def __init__(self, target: str | os.PathLike[str] | IO[bytes]):
+        self.rows = 0
+        if isinstance(target, (str, os.PathLike)):
+            if os.fspath(target) == "-":
+                self._out: IO[bytes] | None = sys.stdout.buffer
+                self._own = False
+            else:
+                self._out = open(target, "wb")  # noqa: SIM115
+                self._own = True
+        else:
+            self._out, self._own = target, False
+
+    def render(self, frame: pd.DataFrame) -> bytes:
+        """The rows as eve lines, each ending in a newline."""
+        lines = [json.dumps(a, separators=(",", ":"), ensure_ascii=False) for a in alerts_from_notices(frame)]
+        return "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
+
+    def header_bytes(self) -> bytes:
+        """eve.json has no header."""
+        return b""
+
+    def write(self, frame: pd.DataFrame) -> int:
+        if not len(frame) or self._out is None:
+            return 0
+        self._out.write(self.render(frame))
+        self._out.flush()
+        self.rows += len(frame)
+        return len(frame)
+
+    def close(self, close_time: float | None = None) -> None:
+        if self._out is None:
+            return
+        self._out.flush()
+        if self._own:
+            self._out.close()
+        self._out = None
+
+
+def eve_writer(target: str | os.PathLike[str] | IO[bytes]) -> Any:
+    """A writer factory (:data:`zeek_ml.sinks.WriterFactory`) that writes eve alerts to ``target``."""
+
+    def make(path: str, fields: Any) -> EveAlertWriter:
+        return EveAlertWriter(target)
+
+    return make
+
+
+class EveAlertSink:
+    """Verdicts -> eve alert events (``--format eve``): a Sink.
+
+    By default one alert per incident (the notice aggregation: a scanner is one alert per
+    suppression interval, with its connection count in the metadata); ``aggregate=False``: one
+    per flagged connection. ``suppress_for``, ``local_nets``, ``min_severity`` and ``profile``
+    as in :func:`zeek_ml.sinks.build_notice_sink`. ``state()``/``restore()`` carry open incidents
+    through the watcher's checkpoint.
+    """
+
+    def __init__(self, target: str | os.PathLike[str] | IO[bytes], **notice_options: Any):
+        from zeek_ml.sinks import build_notice_sink
+
+        self.inner: Any = build_notice_sink(eve_writer(target), **notice_options)
+
+    @property
+    def notices(self) -> int:
+        """Alerts written so far."""
+        return int(getattr(self.inner, "notices", 0))
+
+    def write(self, verdicts: Verdicts) -> int:
+        return int(self.inner.write(verdicts))
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def state(self) -> dict[str, Any]:
+        return self.inner.state() if hasattr(self.inner, "state") else {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if hasattr(self.inner, "restore") and state:
+            self.inner.restore(state)
+
+    def close(self, final: bool = True) -> None:
+        try:
+            self.inner.close(final=final)
+        except TypeError:
+            self.inner.close()
+
+
+__all__ = [
+    "EXTRA_EVE_FIELDS",
+    "GID",
+    "LINK_HEADER_BYTES",
+    "SID_BASE",
+    "EveAlertSink",
+    "EveAlertWriter",
+    "EveArrayParser",
+    "EveParser",
+    "alerts_from_notices",
+    "conn_state_and_history",
+    "eve_writer",
+    "family_signature",
+    "flows_to_conns",
+    "looks_like_eve",
+]
