@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
-from zeek_ml.notice import EXTRA_NOTICE_FIELDS, NOTE
+from zeek_ml.notice import NOTE, NOTICE_LOG_FIELDS
 from zeek_ml.zeeklog import NOTICE_FIELDS, read_frames
 
 NOTICE_NAMES = [n for n, _ in NOTICE_FIELDS]
@@ -26,7 +26,7 @@ def header(path: Path, key: str) -> list[str]:
 
 def test_score_sample_logs_writes_a_zeek_notice_log(tmp_path: Path) -> None:
     out = tmp_path / "notice.log"
-    result = run_cli("score", str(SAMPLE_LOGS), "-o", str(out), "--summary-json")
+    result = run_cli("score", str(SAMPLE_LOGS), "-o", str(out), "--summary-json", "--no-aggregate")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["records"] > 1000 and summary["rejected"] == 0
@@ -51,12 +51,14 @@ def test_score_sample_logs_writes_a_zeek_notice_log(tmp_path: Path) -> None:
 def test_json_output_and_all_connections(tmp_path: Path) -> None:
     src = SAMPLE_LOGS / "ssh_sshguess.conn.log"
     out, every = tmp_path / "notice.json", tmp_path / "conn.scored.json"
-    result = run_cli("score", str(src), "-o", str(out), "--format", "json", "--all", str(every), "--threshold", "0")
+    result = run_cli(
+        "score", str(src), "-o", str(out), "--format", "json", "--all", str(every), "--threshold", "0", "--no-aggregate"
+    )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 11  # threshold 0: every connection is a notice
     first = rows[0]
-    order = NOTICE_NAMES + [n for n, _ in EXTRA_NOTICE_FIELDS]
+    order = [n for n, _ in NOTICE_LOG_FIELDS]
     assert list(first) == [k for k in order if k in first]  # standard columns first, in Zeek's order
     assert isinstance(first["ts"], float) and first["actions"] == ["Notice::ACTION_LOG"]
     assert "fuid" not in first  # unset fields are omitted in Zeek's JSON

@@ -247,7 +247,7 @@ def test_sighup_reopens_the_notice_log_and_metrics_are_served(tmp_path: Path) ->
     logs.mkdir()
     out.mkdir()
     shutil.copy(SAMPLE_LOGS / "slips-port-scans-horizontal.conn.log", logs / "conn.log")
-    watcher = start_watch(logs, out, "--metrics", "127.0.0.1:0", "--log-format", "json")
+    watcher = start_watch(logs, out, "--metrics", "127.0.0.1:0", "--log-format", "json", "--no-aggregate")
     try:
         err = out / "watch.err"
         wait_for(lambda: err.exists() and '"metrics"' in err.read_text(), what="the metrics server")
@@ -316,3 +316,59 @@ def test_malformed_lines_are_set_aside_once_and_the_rest_is_scored(tmp_path: Pat
     assert "stopped" in res.stderr
     drain(logs, out, "--rejects", str(out / "rejects.json"))  # a restart reads nothing again
     assert len((out / "rejects.json").read_text().splitlines()) == 2
+
+
+def test_aggregated_notices_live_with_kills_equal_offline_scoring(tmp_path: Path) -> None:
+    """One notice per incident, live as offline: same rows, whatever the kills and batch boundaries."""
+    source = SAMPLE_LOGS / "ctu-normal-40.first2000.conn.log.labeled.gz"
+    logs, out, offline = tmp_path / "logs", tmp_path / "out", tmp_path / "offline.log"
+    logs.mkdir()
+    out.mkdir()
+    res = run_cli("score", str(source), "-o", str(offline), "--suppress-for", "600", "-q")
+    assert res.returncode == 0, res.stderr
+    lines = gzip.decompress(source.read_bytes()).splitlines(keepends=True)
+    header = [ln for ln in lines if ln.startswith(b"#") and not ln.startswith(b"#close")]
+    data = [ln for ln in lines if not ln.startswith(b"#")]
+    live = logs / "conn.log"
+    live.write_bytes(b"".join(header))
+    rng = random.Random(5)
+    pos = starts = 0
+    while pos < len(data) or starts < 3:
+        watcher = start_watch(logs, out, "--suppress-for", "600")
+        starts += 1
+        deadline = time.monotonic() + rng.uniform(0.5, 2.0)
+        while time.monotonic() < deadline and pos < len(data):
+            step = rng.randint(10, 60)
+            with open(live, "ab") as f:
+                f.write(b"".join(data[pos : pos + step]))
+            pos += step
+            time.sleep(0.1)
+        watcher.send_signal(signal.SIGKILL if rng.random() < 0.7 else signal.SIGTERM)
+        watcher.wait()
+    drain(logs, out, "--suppress-for", "600")
+
+    def rows(path: Path) -> list[bytes]:
+        return [ln for ln in path.read_bytes().splitlines() if not ln.startswith(b"#")]
+
+    expected = rows(offline)
+    assert len(expected) >= 3  # a few incidents, far fewer than flagged connections
+    assert rows(out / "notice.log") == expected
+
+
+def test_eve_json_in_eve_alerts_out_exactly_once(tmp_path: Path) -> None:
+    excerpt = ROOT / "tests" / "data" / "suricata-excerpt.eve.json"
+    lines = excerpt.read_bytes().splitlines(keepends=True)
+    flows = [json.loads(ln)["flow_id"] for ln in lines if json.loads(ln).get("event_type") == "flow"]
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir()
+    out.mkdir()
+    live = logs / "eve.json"
+    live.write_bytes(b"".join(lines[:8]))
+    opts = ("--format", "eve", "--threshold", "0", "--no-aggregate")
+    drain(logs, out, *opts)
+    with open(live, "ab") as f:
+        f.writelines(lines[8:])
+    drain(logs, out, *opts)
+    alerts = [json.loads(ln) for ln in (out / "notice.log").read_text().splitlines()]
+    assert [a["flow_id"] for a in alerts] == flows
+    assert {a["event_type"] for a in alerts} == {"alert"} and all(a["alert"]["gid"] == 7447 for a in alerts)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from zeek_ml import __version__
 
-DEFAULT_MODEL = "conn-cnn-v1"
+DEFAULT_MODEL = "conn-cnn-v2"
 """The shipped model's file name, without ``.onnx``."""
 
 EXIT_INPUT = 2
@@ -69,14 +69,85 @@ def _say(message: str) -> None:
 # --------------------------------------------------------------------------- score
 
 
+def _threshold(model, args: argparse.Namespace) -> float | None:
+    """``--threshold`` as given, or the card's threshold for ``--target-fpr``, or None (the card's default)."""
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise CliError(f"--threshold {args.threshold}: must be between 0 and 1", EXIT_INPUT)
+    target = getattr(args, "target_fpr", None)
+    if target is None:
+        return args.threshold
+    if args.threshold is not None:
+        raise CliError("--threshold and --target-fpr exclude each other", EXIT_INPUT)
+    if not 0.0 < target < 1.0:
+        raise CliError(f"--target-fpr {target}: must be between 0 and 1 (0.001 = 0.1 %)", EXIT_INPUT)
+    try:
+        return model.threshold_for_fpr(target)
+    except ValueError as e:
+        raise CliError(f"--target-fpr: {e}", EXIT_MODEL) from e
+
+
+def add_notice_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options shaping notices (aggregation, severity, site profile) to a subcommand."""
+    group = parser.add_argument_group("notices")
+    group.add_argument(
+        "--no-aggregate", action="store_true", help="one notice per flagged connection, not one per incident"
+    )
+    group.add_argument(
+        "--suppress-for",
+        type=float,
+        metavar="SECONDS",
+        help="suppression interval: an incident gathers its key's connections this long (default: the "
+        "profile's, else 3600)",
+    )
+    group.add_argument(
+        "--local-nets",
+        metavar="CIDR,...",
+        help="local networks for direction where the log has no local_orig/local_resp (default: the "
+        "profile's, else the private address space)",
+    )
+    group.add_argument(
+        "--min-severity", choices=("low", "medium", "high"), default="low", help="write notices at least this severe"
+    )
+    group.add_argument("--profile", metavar="SITE.json", help="site profile from 'zeek-ml calibrate'")
+
+
+def notice_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`zeek_ml.sinks.build_notice_sink` from ``add_notice_options``'s
+    options, checked (a bad profile, net or interval is a CliError, exit 2)."""
+    from zeek_ml.calibrate import ProfileError, SiteProfile
+    from zeek_ml.site import LocalNets
+
+    profile = None
+    if args.profile:
+        try:
+            profile = SiteProfile.load(args.profile)
+        except OSError as e:
+            raise CliError(f"--profile {args.profile}: {e.strerror or e}", EXIT_INPUT) from e
+        except ProfileError as e:
+            raise CliError(f"--profile {args.profile}: {e}", EXIT_INPUT) from e
+    try:
+        nets = None if args.local_nets is None else list(LocalNets.parse(args.local_nets).nets)
+    except ValueError as e:
+        raise CliError(f"--local-nets: {e}", EXIT_INPUT) from e
+    if args.suppress_for is not None and not args.suppress_for > 0:
+        raise CliError(f"--suppress-for {args.suppress_for}: must be > 0 seconds", EXIT_INPUT)
+    return {
+        "aggregate": not args.no_aggregate,
+        "suppress_for": args.suppress_for,
+        "local_nets": nets,
+        "min_severity": args.min_severity,
+        "profile": profile,
+    }
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from zeek_ml.model import FeatureSpecMismatch
     from zeek_ml.score import score_logs
     from zeek_ml.zeeklog import MalformedLineError, RejectLog, SourceError
 
     model = _load(args.model)
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise CliError(f"--threshold {args.threshold}: must be between 0 and 1", EXIT_INPUT)
+    threshold = _threshold(model, args)
+    options = notice_options(args)
     rejects = RejectLog(args.rejects, strict=args.strict)
     try:
         summary = score_logs(
@@ -85,12 +156,14 @@ def cmd_score(args: argparse.Namespace) -> int:
             args.output,
             fmt=args.format,
             json_ts=args.json_ts,
-            threshold=args.threshold,
+            threshold=threshold,
             all_out=args.all,
             rejects=rejects,
             strict=args.strict,
             fields=args.fields.split(",") if args.fields else None,
             progress=False if args.quiet else None,
+            source=args.source,
+            **options,
         )
     except SourceError as e:
         raise CliError(str(e), EXIT_INPUT) from e
@@ -108,6 +181,62 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(json.dumps(summary.as_dict()))
     if not args.quiet:
         _say(summary.line())
+    return 0
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from zeek_ml.calibrate import calibrate_logs
+    from zeek_ml.site import LocalNets
+    from zeek_ml.zeeklog import RejectLog, SourceError
+
+    model = _load(args.model)
+    until = None
+    if args.until:
+        try:
+            until = float(args.until)
+        except ValueError:
+            try:
+                import pandas as pd
+
+                stamp = pd.Timestamp(args.until)
+                until = (stamp if stamp.tzinfo else stamp.tz_localize("UTC")).timestamp()
+            except ValueError as e:
+                raise CliError(f"--until {args.until}: not an epoch or ISO 8601 time", EXIT_INPUT) from e
+    if args.target_fpr is not None and not 0.0 < args.target_fpr < 1.0:
+        raise CliError(f"--target-fpr {args.target_fpr}: must be between 0 and 1", EXIT_INPUT)
+    if not args.suppress_for > 0 or not args.budget >= 0:
+        raise CliError("--suppress-for must be > 0 and --budget >= 0", EXIT_INPUT)
+    try:
+        nets = None if args.local_nets is None else LocalNets.parse(args.local_nets)
+    except ValueError as e:
+        raise CliError(f"--local-nets: {e}", EXIT_INPUT) from e
+    try:
+        profile = calibrate_logs(
+            args.inputs,
+            model,
+            rejects=RejectLog(),
+            local_nets=nets,
+            suppress_for=args.suppress_for,
+            budget_per_day=args.budget,
+            target_fpr=args.target_fpr,
+            min_presence=args.min_presence,
+            until=until,
+        )
+    except SourceError as e:
+        raise CliError(str(e), EXIT_INPUT) from e
+    if not profile.fitted_on.get("rows"):
+        raise CliError("no connections to calibrate on", EXIT_INPUT)
+    profile.save(args.output)
+    report = profile.report
+    _say(
+        f"calibrated on {profile.fitted_on['rows']:,} connections ({profile.fitted_on['first_ts']} .. "
+        f"{profile.fitted_on['last_ts']}): {len(profile.patterns)} normal pattern(s), thresholds "
+        f"{profile.thresholds or 'of the model'}; notices on this stretch {sum(report['notices_before'].values())} "
+        f"-> {sum(report['notices_after'].values())}; wrote {args.output}"
+    )
     return 0
 
 
@@ -133,6 +262,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         fmt=args.format,
         json_ts=args.json_ts,
         all_out=args.all,
+        verdicts_out=args.verdicts,
         rejects_out=args.rejects,
         checkpoint=args.checkpoint,
         threshold=args.threshold,
@@ -144,6 +274,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         log_json=args.log_format == "json",
         metrics=args.metrics,
         exit_when_idle=args.exit_when_idle,
+        notice_options=notice_options(args),
     )
     watcher = Watcher(options, model, EventLog(options.log_json))
     watcher.install_signals()
@@ -152,6 +283,63 @@ def cmd_watch(args: argparse.Namespace) -> int:
     except PermissionError as e:
         raise CliError(str(e), EXIT_INPUT) from e
     except ValueError as e:
+        raise CliError(str(e), EXIT_INPUT) from e
+
+
+# --------------------------------------------------------------------------- broker
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from zeek_ml.broker.bindings import BrokerUnavailable
+    from zeek_ml.broker.service import BrokerOptions, BrokerService
+    from zeek_ml.broker.transport import BrokerTransport, parse_address
+
+    if args.peer and args.listen:
+        raise CliError("--listen and --peer exclude each other", EXIT_INPUT)
+    try:
+        peer = parse_address(args.peer) if args.peer else None
+        listen = None if peer else parse_address(args.listen or "127.0.0.1:9966")
+    except ValueError as e:
+        raise CliError(f"bad address: {e}", EXIT_INPUT) from e
+    for name in ("batch_size", "queue_size", "outbox_size"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be at least 1", EXIT_INPUT)
+    model = _load(args.model)
+    threshold = _threshold(model, args)
+    try:
+        transport = BrokerTransport(
+            [args.conn_topic], listen=listen, peer=peer, retry=args.retry, queue_size=max(1000, args.batch_size)
+        )
+    except BrokerUnavailable as e:
+        raise CliError(str(e), EXIT_INPUT) from e
+    sinks = {}
+    if args.output:
+        from zeek_ml.sinks import NoticeSink, file_writer
+
+        sinks["notice"] = NoticeSink(file_writer(args.output, fmt=args.format))
+    options = BrokerOptions(
+        conn_topic=args.conn_topic,
+        verdict_topic=args.verdict_topic,
+        ack_topic=args.ack_topic,
+        threshold=threshold,
+        batch_size=args.batch_size,
+        max_wait=args.max_wait,
+        queue_size=args.queue_size,
+        outbox_size=args.outbox_size,
+        status_interval=args.status_interval,
+        log_json=args.log_format == "json",
+    )
+    service = BrokerService(transport, model, options, sinks)
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return service.run()
+    except OSError as e:
         raise CliError(str(e), EXIT_INPUT) from e
 
 
@@ -195,6 +383,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return int(train.main(args.train_args) or 0)
 
 
+# --------------------------------------------------------------------------- evaluate
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from zeek_ml.evaluate import evaluate_model
+    from zeek_ml.zeeklog import SourceError
+
+    model = _load(args.model)
+    threshold = _threshold(model, args)
+    try:
+        report = evaluate_model(
+            model,
+            args.data,
+            args.out,
+            threshold=threshold,
+            label_col=args.label_column,
+            detail_col=args.detail_column,
+            plots=not args.no_plots,
+        )
+    except SourceError as e:
+        raise CliError(str(e), EXIT_INPUT) from e
+    except (ValueError, KeyError) as e:
+        raise CliError(str(e), EXIT_INPUT) from e
+    print("\n".join(report["table"]))
+    _say(f"report written to {os.path.join(args.out, 'report.md')} (+ report.json, {len(report['figures'])} PNG)")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -211,19 +427,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("inputs", nargs="+", help="conn log files, directories or globs")
     score.add_argument("-o", "--output", required=True, help="notice log to write ('-' for stdout)")
-    score.add_argument("--format", choices=("tsv", "json"), default="tsv", help="output format (default: tsv)")
+    score.add_argument(
+        "--format",
+        choices=("tsv", "json", "eve"),
+        default="tsv",
+        help="output format: Zeek notice log as tsv or json, or eve (Suricata eve.json alert events) (default: tsv)",
+    )
+    score.add_argument(
+        "--source",
+        choices=("auto", "zeek", "suricata"),
+        default="auto",
+        help="input kind: auto (by content: Zeek TSV/JSON or Suricata eve.json), zeek, or suricata (eve.json flow "
+        "events; directories give their eve.json* files) (default: auto)",
+    )
     score.add_argument(
         "--json-ts", choices=("epoch", "iso8601", "millis"), default="epoch", help="ts format for --format json"
     )
     score.add_argument("-m", "--model", help="ONNX model (default: the shipped model)")
     score.add_argument("--threshold", type=float, help="score threshold (default: the model card's)")
+    score.add_argument(
+        "--target-fpr",
+        type=float,
+        metavar="RATE",
+        help="use the threshold the model card lists for this benign false-positive rate (0.001 = 0.1 %%), "
+        "measured on its validation folds",
+    )
     score.add_argument("--all", metavar="FILE", help="also write every connection with its score (enriched conn log)")
     score.add_argument("--rejects", metavar="FILE", help="write malformed lines here (JSON lines: file, line, reason)")
     score.add_argument("--strict", action="store_true", help="stop at the first malformed line (exit 4)")
     score.add_argument("--fields", help="comma-separated column names for header-less TSV (zeek-cut output)")
     score.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     score.add_argument("--summary-json", action="store_true", help="print the run's summary as JSON on stdout")
+    add_notice_options(score)
     score.set_defaults(func=cmd_score)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="fit a site profile (thresholds, baselines of normal traffic) on the site's own logs",
+        description="Score a stretch of the site's own conn logs (assumed mostly benign; a few attacks in it "
+        "do not become normal) and write a site profile (JSON) for score/watch --profile: per-direction "
+        "thresholds meeting an alert budget, and baselines of the flagged traffic that recurs at the site.",
+    )
+    cal.add_argument("inputs", nargs="+", help="conn log files, directories or globs of the site")
+    cal.add_argument("-o", "--output", required=True, help="site profile to write (JSON)")
+    cal.add_argument("-m", "--model", help="ONNX model (default: the shipped model)")
+    cal.add_argument("--budget", type=float, default=5.0, metavar="N", help="notices per day and direction (5)")
+    cal.add_argument("--target-fpr", type=float, metavar="RATE", help="instead of --budget: FPR per direction")
+    cal.add_argument("--suppress-for", type=float, default=3600.0, metavar="SECONDS", help="suppression interval")
+    cal.add_argument("--local-nets", metavar="CIDR,...", help="local networks where the log has no local_orig")
+    cal.add_argument("--min-presence", type=float, default=0.2, help="share of time buckets a normal pattern fills")
+    cal.add_argument("--until", metavar="TIME", help="use only connections before this time (epoch or ISO 8601)")
+    cal.set_defaults(func=cmd_calibrate)
 
     watch = sub.add_parser(
         "watch",
@@ -234,11 +488,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("path", nargs="?", help="log directory (logs/current, a spool directory) or a live log file")
     watch.add_argument("-o", "--output", help="notice log to append to")
-    watch.add_argument("--format", choices=("tsv", "json"), default="tsv", help="output format (default: tsv)")
+    watch.add_argument(
+        "--format",
+        choices=("tsv", "json", "eve"),
+        default="tsv",
+        help="notice log as Zeek TSV (default), Zeek JSON, or Suricata eve alert events",
+    )
     watch.add_argument("--json-ts", choices=("epoch", "iso8601", "millis"), default="epoch", help="ts for json")
     watch.add_argument("-m", "--model", help="ONNX model (default: the shipped model)")
     watch.add_argument("--threshold", type=float, help="score threshold (default: the model card's)")
     watch.add_argument("--all", metavar="FILE", help="also append every connection with its score")
+    watch.add_argument(
+        "--verdicts",
+        metavar="FILE",
+        help="also append each flagged connection to this verdict file, which the Zeek package (zeek_scripts/) "
+        "follows with the Input framework to raise notices inside Zeek (append-only, never rotated)",
+    )
     watch.add_argument("--rejects", metavar="FILE", help="append malformed lines here (JSON lines)")
     watch.add_argument("--checkpoint", metavar="FILE", help="checkpoint file (default: OUTPUT.checkpoint.json)")
     watch.add_argument(
@@ -256,12 +521,67 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines on stderr")
     watch.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop after this long without new lines")
     watch.add_argument("--print-systemd-unit", action="store_true", help="print a systemd unit for this service")
+    add_notice_options(watch)
     watch.set_defaults(func=cmd_watch)
+
+    bk = sub.add_parser(
+        "broker",
+        help="score connections Zeek publishes over Broker, publish verdict events back",
+        description="Receive ZeekML::conn_finished events (published by the Zeek package in zeek_scripts/), score "
+        "them in batches and publish a ZeekML::verdict event per flagged connection, then a ZeekML::scored "
+        "acknowledgment per batch. Listens on 127.0.0.1:9966 unless told otherwise. Needs Broker's Python "
+        "bindings matching your Zeek (ZEEK_PYTHON_DIR, zeek-config --python_dir, or Debian's python3-broker).",
+    )
+    bk.add_argument("--listen", metavar="HOST:PORT", help="listen here for Zeek to peer (default: 127.0.0.1:9966)")
+    bk.add_argument("--peer", metavar="HOST:PORT", help="peer with Zeek here instead (Broker::listen on the Zeek side)")
+    bk.add_argument("--retry", type=float, default=5.0, help="seconds between peering retries (default: 5)")
+    bk.add_argument("--conn-topic", default="zeek/ml/conn", help="topic to receive connections on")
+    bk.add_argument("--verdict-topic", default="zeek/ml/verdict", help="topic to publish verdicts on")
+    bk.add_argument("--ack-topic", default="zeek/ml/ack", help="topic to publish batch acknowledgments on")
+    bk.add_argument("-m", "--model", help="ONNX model (default: the shipped model)")
+    bk.add_argument("--threshold", type=float, help="score threshold (default: the model card's)")
+    bk.add_argument("--target-fpr", type=float, metavar="RATE", help="threshold for this benign FPR, from the card")
+    bk.add_argument("-o", "--output", metavar="FILE", help="also write a notice log here")
+    bk.add_argument("--format", choices=("tsv", "json"), default="tsv", help="--output format (default: tsv)")
+    bk.add_argument("--batch-size", type=int, default=1000, help="most connections per scored batch (default: 1000)")
+    bk.add_argument("--max-wait", type=float, default=0.5, help="seconds a partial batch waits (default: 0.5)")
+    bk.add_argument(
+        "--queue-size",
+        type=int,
+        default=100_000,
+        help="most connections waiting to be scored; beyond, dropped and counted (default: 100000)",
+    )
+    bk.add_argument(
+        "--outbox-size",
+        type=int,
+        default=100_000,
+        help="most verdict events waiting for a peer; beyond, dropped and counted (default: 100000)",
+    )
+    bk.add_argument("--status-interval", type=float, default=60.0, help="seconds between status lines (default: 60)")
+    bk.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines on stderr")
+    bk.set_defaults(func=cmd_broker)
 
     info = sub.add_parser("info", help="print a model's card: features, threshold, metrics, sha256")
     info.add_argument("model", nargs="?", help="ONNX model (default: the shipped model)")
     info.add_argument("--json", action="store_true", help="print the whole card as JSON")
     info.set_defaults(func=cmd_info)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="measure a model on labelled conn logs: table, report.md/json, ROC/PR/confusion/importance PNGs",
+        description="Score labelled conn logs (one file = one capture) and report accuracy, precision, recall, "
+        "F1, ROC-AUC, PR-AUC, benign false-positive rate and notices per 1,000 benign connections, per file and "
+        "pooled. PNG figures need matplotlib (pip install 'zeek-ml[report]').",
+    )
+    ev.add_argument("model", help="ONNX model")
+    ev.add_argument("data", nargs="+", help="labelled conn logs")
+    ev.add_argument("-o", "--out", default="zeek-ml-report", help="report folder (default: zeek-ml-report)")
+    ev.add_argument("--threshold", type=float, help="score threshold (default: the model card's)")
+    ev.add_argument("--target-fpr", type=float, metavar="RATE", help="threshold for this benign FPR, from the card")
+    ev.add_argument("--label-column", default="label", help="label column (benign/normal/0 vs malicious/attack/1)")
+    ev.add_argument("--detail-column", help="attack family column (default: detailedlabel, detailed-label, ...)")
+    ev.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    ev.set_defaults(func=cmd_evaluate)
 
     train = sub.add_parser("train", help="train the CNN on labelled conn logs (needs the train extra)", add_help=False)
     train.add_argument("train_args", nargs=argparse.REMAINDER)
@@ -271,7 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"] and argv[1:2] != ["-h"]:
+        # everything after `train` is zeek_ml.train's (argparse's REMAINDER stops at a leading option: --loco)
+        args = argparse.Namespace(func=cmd_train, train_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except CliError as e:

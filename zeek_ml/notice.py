@@ -19,13 +19,30 @@ EXTRA_NOTICE_FIELDS: tuple[tuple[str, str], ...] = (
     ("zeek_ml.threshold", "double"),
     ("zeek_ml.model", "string"),
     ("zeek_ml.model_version", "string"),
+    ("zeek_ml.family", "string"),
+    ("zeek_ml.reasons", "vector[string]"),
 )
-"""Columns after the standard ones: the score, the threshold it crossed, and the model."""
+"""Columns after the standard ones: the score, the threshold it crossed, the model, the predicted
+attack family and the feature groups that drove the score (when the model names them)."""
 
 ACTIONS: tuple[str, ...] = ("Notice::ACTION_LOG",)
 EMPTY: tuple[str, ...] = ()
 
-NOTICE_LOG_FIELDS: tuple[tuple[str, str], ...] = NOTICE_FIELDS + EXTRA_NOTICE_FIELDS
+INCIDENT_NOTICE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("zeek_ml.severity", "string"),
+    ("zeek_ml.direction", "string"),
+    ("zeek_ml.incident", "string"),
+    ("zeek_ml.first_ts", "time"),
+    ("zeek_ml.last_ts", "time"),
+    ("zeek_ml.srcs", "count"),
+    ("zeek_ml.dsts", "count"),
+    ("zeek_ml.ports", "count"),
+)
+"""Severity (low/medium/high), direction (inbound/outbound/internal/external) and, for an
+aggregated notice, its incident key, the first and last ``ts`` and the distinct originators,
+responders and responder ports it covers (``n`` holds its count of connections)."""
+
+NOTICE_LOG_FIELDS: tuple[tuple[str, str], ...] = NOTICE_FIELDS + EXTRA_NOTICE_FIELDS + INCIDENT_NOTICE_FIELDS
 
 SCORE_FIELDS: tuple[tuple[str, str], ...] = (
     ("zeek_ml.score", "double"),
@@ -102,7 +119,20 @@ def notices_from_conns(
 
 
 def notices_from_verdicts(verdicts: Verdicts) -> pd.DataFrame:
-    """One notice row per row of ``verdicts`` (pass the flagged ones)."""
-    return notices_from_conns(
+    """One notice row per row of ``verdicts`` (pass the flagged ones), with family and reasons if known."""
+    frame = notices_from_conns(
         verdicts.conns, verdicts.scores, verdicts.threshold, verdicts.model_name, verdicts.model_version
     )
+    msg = frame["msg"].to_numpy(dtype=object)
+    if verdicts.family is not None:
+        fam = np.array(["" if f is None else str(f) for f in verdicts.family], dtype=object)
+        has = fam != ""
+        msg = np.where(has, "[" + fam + "] " + msg, msg)
+        frame["zeek_ml.family"] = np.where(has, fam, None)
+    if verdicts.reasons is not None:
+        why = np.array(["" if r is None else str(r) for r in verdicts.reasons], dtype=object)
+        msg = np.where(why != "", msg + "; why: " + why, msg)
+    if verdicts.reason_codes is not None:
+        frame["zeek_ml.reasons"] = [tuple(c) if c is not None else None for c in verdicts.reason_codes]
+    frame["msg"] = msg
+    return frame

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zeek_ml.pipeline import Scorer, Sink
-from zeek_ml.sinks import EnrichedSink, NoticeSink, file_writer
+from zeek_ml.sinks import EnrichedSink, build_notice_sink, file_writer
 from zeek_ml.zeeklog import ReadStats, RejectLog, iter_batches
 
 
@@ -24,6 +24,8 @@ class ScoreSummary:
     scored: int = 0
     notices: int = 0
     seconds: float = 0.0
+    ignored_events: int = 0
+    """Suricata eve events that are not flows (alert, dns, stats...): read and counted, not scored."""
     first_rejects: list[str] = field(default_factory=list)
 
     @property
@@ -35,7 +37,7 @@ class ScoreSummary:
             f"read {self.records:,} records from {self.files} file(s), rejected {self.rejected:,}, "
             f"scored {self.scored:,}, notices {self.notices:,}, "
             f"{self.seconds:.2f} s ({self.rate:,.0f} records/s)"
-        )
+        ) + (f"; ignored {self.ignored_events:,} non-flow eve events" if self.ignored_events else "")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class ScoreSummary:
             "notices": self.notices,
             "seconds": round(self.seconds, 3),
             "records_per_second": round(self.rate, 1),
+            "ignored_events": self.ignored_events,
         }
 
 
@@ -73,12 +76,23 @@ def score_logs(
     strict: bool = False,
     fields: list[str] | None = None,
     progress: bool | None = None,
+    aggregate: bool = True,
+    suppress_for: float | None = None,
+    local_nets: str | list[str] | None = None,
+    min_severity: str = "low",
+    profile: Any = None,
+    source: str = "auto",
 ) -> ScoreSummary:
     """Score every connection of ``inputs`` and write the notices to ``notice_out``.
 
     ``threshold`` overrides the model card's. ``all_out`` also writes every
     connection with its score (an enriched conn log). Malformed lines go to
-    ``rejects`` and the run goes on, unless ``strict``.
+    ``rejects`` and the run goes on, unless ``strict``. ``aggregate``, ``suppress_for``,
+    ``local_nets``, ``min_severity`` and ``profile`` shape the notices
+    (:func:`~zeek_ml.sinks.build_notice_sink`). ``source``: ``auto``, ``zeek`` or ``suricata``
+    (eve.json flow events; ``local_nets`` also sets their ``local_orig``/``local_resp``).
+    ``fmt="eve"`` writes the notices as Suricata eve alert events
+    (:class:`~zeek_ml.suricata.EveAlertSink`; ``--all`` then writes JSON lines).
     """
     scorer = Scorer(model, threshold)
     rejects = rejects if rejects is not None else RejectLog(strict=strict)
@@ -86,12 +100,28 @@ def score_logs(
     summary = ScoreSummary()
     started = time.perf_counter()
     bar = _progress(progress)
-    sinks: list[Sink] = [NoticeSink(file_writer(notice_out, fmt, json_ts))]
+    notice_options: dict[str, Any] = {
+        "aggregate": aggregate,
+        "suppress_for": suppress_for,
+        "local_nets": local_nets,
+        "min_severity": min_severity,
+        "profile": profile,
+    }
+    if fmt == "eve":
+        from zeek_ml.suricata import EveAlertSink
+
+        notice_sink: Any = EveAlertSink(notice_out, **notice_options)
+        fmt = "json"  # for --all: an enriched conn log has no eve form
+    else:
+        notice_sink = build_notice_sink(file_writer(notice_out, fmt, json_ts), **notice_options)
+    sinks: list[Sink] = [notice_sink]  # type: ignore[list-item]
     if all_out is not None:
         sinks.append(EnrichedSink(file_writer(all_out, fmt, json_ts)))
     notices = sinks[0]
     try:
-        for batch in iter_batches(inputs, strict=strict, rejects=rejects, stats=stats, fields=fields):
+        for batch in iter_batches(
+            inputs, strict=strict, rejects=rejects, stats=stats, fields=fields, source=source, local_nets=local_nets
+        ):
             if not len(batch):
                 continue
             verdicts = scorer(batch)
@@ -107,10 +137,12 @@ def score_logs(
             bar.close()
         for sink in sinks:
             sink.close()
+        summary.notices = int(getattr(notice_sink, "notices", summary.notices))
         rejects.close()
         summary.files = stats.files
         summary.records = stats.records
         summary.rejected = stats.rejected
+        summary.ignored_events = stats.ignored_events
         summary.first_rejects = [str(r) for r in rejects.first]
         summary.seconds = time.perf_counter() - started
     return summary

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import pandas as pd
 
@@ -17,6 +17,10 @@ from zeek_ml.notice import NOTICE_LOG_FIELDS, SCORE_FIELDS, notices_from_verdict
 from zeek_ml.pipeline import Verdicts
 from zeek_ml.zeeklog.schema import CONN_FIELDS, CONN_TYPES
 from zeek_ml.zeeklog.writer import ZeekLogWriter
+
+if TYPE_CHECKING:
+    from zeek_ml.aggregate import ConnectionNoticeSink, IncidentSink
+    from zeek_ml.calibrate import SiteProfile
 
 Target = str | os.PathLike[str] | IO[bytes]
 WriterFactory = Callable[[str, Sequence[tuple[str, str]]], ZeekLogWriter]
@@ -96,3 +100,40 @@ class EnrichedSink:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def build_notice_sink(
+    factory: WriterFactory,
+    *,
+    aggregate: bool = True,
+    suppress_for: float | None = None,
+    local_nets: str | Sequence[str] | None = None,
+    min_severity: str = "low",
+    profile: str | os.PathLike[str] | SiteProfile | None = None,
+) -> IncidentSink | ConnectionNoticeSink:
+    """The notice sink ``score`` and ``watch`` write through, built from their options.
+
+    ``aggregate``: one notice per incident (:class:`~zeek_ml.aggregate.IncidentSink`), else one
+    per connection; ``suppress_for``: the suppression interval in seconds (default: the
+    profile's, else 3600); ``local_nets``: CIDRs (text ``"10.0.0.0/8,..."`` or a list) for
+    direction where the log has no ``local_orig``/``local_resp``; ``min_severity``: ``low``,
+    ``medium`` or ``high``; ``profile``: a site profile (path or
+    :class:`~zeek_ml.calibrate.SiteProfile`). Raises ValueError on a bad option or profile.
+    """
+    from zeek_ml.aggregate import ConnectionNoticeSink, IncidentSink, NoticePolicy
+    from zeek_ml.calibrate import SiteProfile
+    from zeek_ml.notice import DEFAULT_SUPPRESS_FOR
+    from zeek_ml.site import LocalNets
+
+    site = None
+    if profile is not None:
+        site = profile if isinstance(profile, SiteProfile) else SiteProfile.load(profile)
+    if suppress_for is None:
+        suppress_for = site.suppress_for if site is not None else DEFAULT_SUPPRESS_FOR
+    policy = NoticePolicy(
+        local_nets=None if local_nets is None else LocalNets.parse(local_nets),
+        suppress_for=float(suppress_for),
+        min_severity=min_severity,
+        profile=site,
+    )
+    return IncidentSink(factory, policy) if aggregate else ConnectionNoticeSink(factory, policy)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from zeek_ml.pipeline import Scorer
-from zeek_ml.sinks import EnrichedSink, NoticeSink
+from zeek_ml.sinks import EnrichedSink, build_notice_sink
 from zeek_ml.watch.durable import AppendLog, read_json, write_json_atomic
 from zeek_ml.watch.tail import LogFollower, Segment
 from zeek_ml.zeeklog.reader import ReadStats, RejectLog, _Context
@@ -45,6 +45,8 @@ class WatchOptions:
     fmt: str = "tsv"
     json_ts: str = "epoch"
     all_out: str | None = None
+    verdicts_out: str | None = None
+    """Verdict file for the Zeek package's Input framework (append-only, never rotated by us)."""
     rejects_out: str | None = None
     checkpoint: str | None = None
     threshold: float | None = None
@@ -58,6 +60,8 @@ class WatchOptions:
     strict: bool = False
     exit_when_idle: float | None = None
     """Stop (drained, checkpointed) after this many seconds without new lines (tests, batch catch-up)."""
+    notice_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of :func:`zeek_ml.sinks.build_notice_sink` (aggregation, severity, profile)."""
 
 
 class EventLog:
@@ -109,6 +113,7 @@ class Watcher:
         self.checkpoint_path = options.checkpoint or f"{options.notice_out}.checkpoint.json"
         self._observer: Any = None
         self._last_data = time.monotonic()
+        self.run_ended = False
 
     # ------------------------------------------------------------------ setup
     def _open_outputs(self) -> None:
@@ -117,26 +122,39 @@ class Watcher:
         self.scorer = Scorer(self.model, o.threshold)
 
         def live_writer(name: str) -> Callable[[str, Any], ZeekLogWriter]:
+            fmt = "json" if o.fmt == "eve" else o.fmt  # --all has no eve form: JSON lines
+
             def make(zeek_path: str, fields: Any) -> ZeekLogWriter:
-                probe = ZeekLogWriter(_Null(), zeek_path, fields, fmt=o.fmt, json_ts=o.json_ts, header=False)
+                probe = ZeekLogWriter(_Null(), zeek_path, fields, fmt=fmt, json_ts=o.json_ts, header=False)
                 out = AppendLog(
                     self._output_path(name),
                     header=probe.header_bytes(),
-                    trailer=_close_line if o.fmt == "tsv" else b"",
+                    trailer=_close_line if fmt == "tsv" else b"",
                 )
                 self._register(name, out)
-                return ZeekLogWriter(
-                    out, zeek_path, fields, fmt=o.fmt, json_ts=o.json_ts, header=False, close_line=False
-                )
+                return ZeekLogWriter(out, zeek_path, fields, fmt=fmt, json_ts=o.json_ts, header=False, close_line=False)
 
             return make
 
-        self.sinks: dict[str, Any] = {"notice": NoticeSink(live_writer("notice"))}
+        if o.fmt == "eve":  # Suricata-style alert events (no header, no #close)
+            from zeek_ml.suricata import EveAlertSink
+
+            alerts = AppendLog(o.notice_out)
+            self._register("notice", alerts)
+            self.sinks: dict[str, Any] = {"notice": EveAlertSink(alerts, **o.notice_options)}
+        else:
+            self.sinks = {"notice": build_notice_sink(live_writer("notice"), **o.notice_options)}
         if o.all_out:
             sink = EnrichedSink(live_writer("all"), keep_extra=False)
             self.sinks["all"] = sink
             # Open it now so its checkpointed size is known before the first batch.
             sink.writer = live_writer("all")("conn", _enriched_fields())
+        if o.verdicts_out:
+            from zeek_ml.verdicts import VerdictFileSink, verdict_file_header
+
+            verdict_file = AppendLog(o.verdicts_out, header=verdict_file_header())  # no #close: Zeek follows it
+            self._register("verdicts", verdict_file)
+            self.sinks["verdicts"] = VerdictFileSink(verdict_file)
         rejects_target = None
         if o.rejects_out:
             rejects_target = AppendLog(o.rejects_out)
@@ -254,6 +272,7 @@ class Watcher:
             self._caught_up()
             if o.exit_when_idle is not None and time.monotonic() - self._last_data >= o.exit_when_idle:
                 self.log("idle", {"message": f"no new lines for {o.exit_when_idle:g} s: stopping"})
+                self.run_ended = True
                 break
             self.wake.wait(o.poll_interval if self._observer is not None else min(o.poll_interval, 0.25))
             self.wake.clear()
@@ -326,6 +345,11 @@ class Watcher:
             with contextlib.suppress(Exception):
                 self._observer.stop()
                 self._observer.join(timeout=2)
+        # A stop (SIGTERM) keeps open incidents in the checkpoint for the next start; the end of a
+        # catch-up run (--exit-when-idle) writes them, as offline scoring does at its end.
+        self.sinks["notice"].close(final=self.run_ended)
+        for out in self.outputs.values():
+            out.sync()
         with contextlib.suppress(Exception):
             self._checkpoint()
         for out in self.outputs.values():
