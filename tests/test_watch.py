@@ -63,7 +63,7 @@ def scored_uids(out: Path) -> list[str]:
     return read_frames([str(path)])["uid"].astype(str).tolist()
 
 
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from zeek_ml import __version__
 
-DEFAULT_MODEL = "conn-cnn-v2"
+DEFAULT_MODEL = "conn-cnn-v1"
 """The shipped model's file name, without ``.onnx``."""
 
 EXIT_INPUT = 2
@@ -274,6 +274,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         log_json=args.log_format == "json",
         metrics=args.metrics,
         exit_when_idle=args.exit_when_idle,
+        checkpoint_interval=args.checkpoint_interval,
         notice_options=notice_options(args),
     )
     watcher = Watcher(options, model, EventLog(options.log_json))
@@ -512,6 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also look here for rotated files to catch up on after a restart (repeatable; the live file's "
         "directory and its log-queue/ are always searched)",
+    )
+    watch.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="fsync outputs and checkpoint at most this often under load (default: 1; 0: every batch)",
     )
     watch.add_argument("--from-end", action="store_true", help="on a first start, skip the rows already written")
     watch.add_argument("--poll", action="store_true", help="no file-system events: poll (NFS and the like)")

@@ -60,6 +60,9 @@ class WatchOptions:
     strict: bool = False
     exit_when_idle: float | None = None
     """Stop (drained, checkpointed) after this many seconds without new lines (tests, batch catch-up)."""
+    checkpoint_interval: float = 1.0
+    """Fsync the outputs and write the checkpoint at most this often while lines keep coming (and
+    at once when they stop); 0: after every batch. Exactly once either way."""
     notice_options: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of :func:`zeek_ml.sinks.build_notice_sink` (aggregation, severity, profile)."""
 
@@ -114,6 +117,8 @@ class Watcher:
         self._observer: Any = None
         self._last_data = time.monotonic()
         self.run_ended = False
+        self._dirty = False
+        self._last_commit = time.monotonic()
 
     # ------------------------------------------------------------------ setup
     def _open_outputs(self) -> None:
@@ -269,6 +274,8 @@ class Watcher:
                 self._process(segments)
                 self._last_data = time.monotonic()
                 continue
+            if self._dirty:
+                self._commit()
             self._caught_up()
             if o.exit_when_idle is not None and time.monotonic() - self._last_data >= o.exit_when_idle:
                 self.log("idle", {"message": f"no new lines for {o.exit_when_idle:g} s: stopping"})
@@ -314,11 +321,20 @@ class Watcher:
             )
             if len(ends) and not np.all(np.isnan(ends)):
                 newest = np.nanmax([newest, np.nanmax(ends)])
+        self._dirty = True
+        if time.monotonic() - self._last_commit >= self.opts.checkpoint_interval:
+            self._commit()
+        self.counts["batches"] += 1
+        self._observe(time.perf_counter() - started, newest)
+
+    def _commit(self) -> None:
+        """Make the outputs durable, then record how far we got. A kill between the two is
+        safe: the replay finds the lines written since the last checkpoint and skips them."""
         for out in self.outputs.values():
             out.sync()
         self._checkpoint()
-        self.counts["batches"] += 1
-        self._observe(time.perf_counter() - started, newest)
+        self._dirty = False
+        self._last_commit = time.monotonic()
 
     def _checkpoint(self) -> None:
         state = {
@@ -335,6 +351,8 @@ class Watcher:
 
     def _reopen(self) -> None:
         self.reopen_requested = False
+        if self._dirty:
+            self._commit()
         for out in self.outputs.values():
             out.reopen()
         self._checkpoint()
