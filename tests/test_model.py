@@ -137,3 +137,108 @@ def test_torch_model_matches_onnx_export(tmp_path) -> None:
     with torch.no_grad():
         want = net(torch.from_numpy(X)).numpy()
     np.testing.assert_allclose(load_model(path).predict_proba(X), want, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- conn-cnn-v2 (temporal, family, reasons)
+
+MODEL_V2 = "models/conn-cnn-v2.onnx"
+
+
+@pytest.fixture(scope="module")
+def v2():
+    return load_model(MODEL_V2)
+
+
+@pytest.fixture(scope="module")
+def lab_rows():
+    from tests.conftest import DATA, need
+
+    path = DATA / "zeek_labeled" / "lab-namespaces-2026.part1.conn.log.labeled.gz"
+    need(path.is_file(), f"shared data not found: {path}")
+    return read_frames([str(path)]).head(4000).reset_index(drop=True)
+
+
+def test_v2_metadata_and_threshold_table(v2) -> None:
+    from zeek_ml.features import FEATURE_SPEC_V2
+
+    assert v2.name == "conn-cnn-v2" and v2.version == 2
+    assert v2.spec == FEATURE_SPEC_V2
+    assert {"PortScan", "BruteForce", "DDoS", "C&C", "External-Attack"} <= set(v2.families)
+    fprs = [f for f, _ in v2.fpr_thresholds]
+    ths = [t for _, t in v2.fpr_thresholds]
+    assert fprs == sorted(fprs) and ths == sorted(ths, reverse=True)  # more FPR allowed -> lower threshold
+    assert v2.threshold == pytest.approx(v2.threshold_for_fpr(0.001))
+    assert v2.threshold_for_fpr(0.05) < v2.threshold
+    with pytest.raises(ValueError, match="below the lowest"):
+        v2.threshold_for_fpr(1e-7)
+    with pytest.raises(ValueError, match="no FPR"):
+        load_model(MODEL).threshold_for_fpr(0.01)
+    card = v2.card
+    assert card["onnx_sha256"] == v2.sha256 and card["threshold"] == pytest.approx(v2.threshold)
+    assert len(card["evaluation"]["loco"]["per_capture"]) == 9
+    assert os.path.getsize(MODEL_V2) < 1_000_000
+
+
+def test_v2_streaming_equals_one_shot_and_checkpoints(v2, lab_rows) -> None:
+    from zeek_ml.pipeline import Scorer
+
+    whole = v2.score_frame(lab_rows, context=v2.new_context())
+    scorer = Scorer(v2)
+    parts = []
+    for start in range(0, len(lab_rows), 700):
+        parts.append(scorer(lab_rows.iloc[start : start + 700]).scores)
+        if start == 1400:  # restart from a JSON checkpoint
+            state = json.loads(json.dumps(scorer.state()))
+            scorer = Scorer(v2)
+            scorer.restore(state)
+    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6)
+    fresh = v2.score_frame(lab_rows.iloc[2100:], context=v2.new_context())
+    assert not np.allclose(fresh, whole[2100:], atol=1e-3)  # the context does change scores
+    assert load_model(MODEL).new_context() is None  # conn-v1 keeps no state
+
+
+def test_v2_names_family_and_reasons_for_flagged_rows_only(v2, lab_rows) -> None:
+    from zeek_ml.model import _group_columns
+    from zeek_ml.pipeline import Scorer
+
+    verdicts = Scorer(v2)(lab_rows)
+    flagged = verdicts.flagged
+    assert flagged.sum() > 50 and (~flagged).sum() > 50
+    assert set(verdicts.family[flagged]) <= set(v2.families) and (verdicts.family[~flagged] == "").all()
+    assert all(r for r in verdicts.reasons[flagged]) and not any(verdicts.reasons[~flagged])
+    keys = {k for k, _ in _group_columns(v2.spec)}
+    assert all(1 <= len(c) <= 3 and set(c) <= keys for c in verdicts.reason_codes[flagged])
+    # the first reason is the group whose occlusion lowers the score most: check one row by hand
+    i = int(np.flatnonzero(flagged)[0])
+    X = v2.features(lab_rows, v2.new_context())[i : i + 1]
+    drops = {}
+    for key, idx in _group_columns(v2.spec):
+        Z = X.copy()
+        Z[:, idx] = v2.explainer.reference[idx]
+        drops[key] = float(verdicts.scores[i] - v2.predict_proba(Z)[0])
+    assert verdicts.reason_codes[i][0] == max(drops, key=drops.get)
+    # most flagged attack rows of this lab capture are scans or brute force
+    truth = lab_rows["detailedlabel"].astype(str).to_numpy()[flagged]
+    fam = verdicts.family[flagged]
+    scan = np.char.find(truth.astype(str), "scan") >= 0
+    assert (fam[scan] == "PortScan").mean() > 0.5
+
+
+def test_v2_notice_log_carries_family_and_reasons(tmp_path) -> None:
+    from tests.conftest import run_cli
+
+    out = tmp_path / "notice.log"
+    r = run_cli("score", "sample_logs", "-o", str(out), "-m", MODEL_V2, "--target-fpr", "0.01", "--no-aggregate")
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    fields = next(line for line in text.splitlines() if line.startswith("#fields")).split("\t")[1:]
+    assert {"zeek_ml.family", "zeek_ml.reasons"} <= set(fields)
+    rows = [dict(zip(fields, line.split("\t"), strict=True)) for line in text.splitlines() if not line.startswith("#")]
+    assert rows, "expected notices at a 1 % FPR threshold"
+    th = load_model(MODEL_V2).threshold_for_fpr(0.01)
+    for row in rows:
+        assert float(row["zeek_ml.threshold"]) == pytest.approx(th, abs=1e-6)
+        assert row["msg"].startswith(f"[{row['zeek_ml.family']}] ") and "; why: " in row["msg"]
+        assert row["zeek_ml.reasons"] not in ("-", "(empty)")
+    both = run_cli("score", "sample_logs", "-o", str(out), "-m", MODEL_V2, "--target-fpr", "0.01", "--threshold", "0.5")
+    assert both.returncode == 2 and "exclude" in both.stderr

@@ -25,11 +25,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from zeek_ml.temporal import TEMPORAL_FEATURES, HostContext
+
 __all__ = [
     "FEATURE_SPEC",
+    "FEATURE_SPEC_V2",
+    "SUPPORTED_SPECS",
     "Feature",
     "FeatureSpec",
     "compute_features",
+    "supported_spec",
 ]
 
 #: feature kinds: how the ONNX graph pre-processes each raw column
@@ -233,6 +238,44 @@ FEATURE_SPEC = FeatureSpec(
     ),
 )
 
+#: "conn-v2": conn-v1 plus per-host temporal context (zeek_ml.temporal.HostContext with its
+#: default parameters: last 32 connections per host, 60 s window, 1 h expiry)
+FEATURE_SPEC_V2 = FeatureSpec(
+    name="conn-v2",
+    version=2,
+    features=(*FEATURE_SPEC.features, *(Feature(n, k) for n, k in TEMPORAL_FEATURES)),
+)
+
+#: every spec this code can compute, by (name, version)
+SUPPORTED_SPECS: dict[tuple[str, int], FeatureSpec] = {
+    (FEATURE_SPEC.name, FEATURE_SPEC.version): FEATURE_SPEC,
+    (FEATURE_SPEC_V2.name, FEATURE_SPEC_V2.version): FEATURE_SPEC_V2,
+}
+
+
+def supported_spec(spec: FeatureSpec) -> FeatureSpec:
+    """The code's spec with ``spec``'s name and version (conn-v1 when unknown), for comparison."""
+    return SUPPORTED_SPECS.get((spec.name, spec.version), FEATURE_SPEC)
+
+
+#: conn fields a Suricata eve ``flow`` record cannot supply, and how zeek_ml.suricata fills them
+#: ("unset": null, so the feature takes its missing/unknown value; "estimated": derived, not
+#: measured). The features built on them are only as good as this says (README.md, "Suricata").
+SURICATA_UNSUPPLIED: dict[str, str] = {
+    "orig_bytes": "estimated: IP bytes less minimal IP+TCP/UDP/ICMP headers per packet; 0 for a TCP "
+    "direction without PSH (eve has no sequence-number payload count; TCP options count as payload)",
+    "resp_bytes": "estimated, as orig_bytes",
+    "orig_ip_bytes": "estimated: eve counts whole frames; the link header (14 bytes, +4 per VLAN tag) is subtracted",
+    "resp_ip_bytes": "estimated, as orig_ip_bytes",
+    "history": "approximated: eve keeps the union of TCP flags per direction, not their order or repeats; "
+    "D/d only where a direction pushed data; null for TCP without a tcp object and for ICMP",
+    "conn_state": "approximated from the per-direction TCP flags (null for TCP without a tcp object)",
+    "missed_bytes": "unset: eve has gap flags (tcp.ts_gap/tc_gap), not byte counts",
+    "local_orig": "unset: Suricata has no Site::local_nets",
+    "local_resp": "unset: Suricata has no Site::local_nets",
+    "tunnel_parents": "unset",
+}
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -367,16 +410,25 @@ def _tristate(frame: pd.DataFrame, col: str) -> np.ndarray:
 # --------------------------------------------------------------------------- main entry
 
 
-def compute_features(frame: pd.DataFrame, spec: FeatureSpec = FEATURE_SPEC) -> np.ndarray:
+def compute_features(
+    frame: pd.DataFrame, spec: FeatureSpec = FEATURE_SPEC, context: HostContext | None = None
+) -> np.ndarray:
     """Raw feature matrix float32 (N, F) for a batch of conn records, in `spec` order.
 
     Unset numeric fields become 0 with an explicit `*_missing` flag; categoricals are
     integer codes into the spec's vocabularies ("unset"/"other"/"unknown" included).
-    Raises ValueError if `spec` is not the spec this code implements.
+    For conn-v2 the temporal columns come from ``context`` (updated with the batch, rows
+    in log order); without one, a fresh context sees the batch alone (offline, one file).
+    Raises ValueError if `spec` is not a spec this code implements.
     """
-    diffs = FEATURE_SPEC.differences(spec)
+    code_spec = supported_spec(spec)
+    diffs = code_spec.differences(spec)
     if diffs:
-        raise ValueError("compute_features implements " + FEATURE_SPEC.name + ": " + "; ".join(diffs))
+        raise ValueError("compute_features implements " + code_spec.name + ": " + "; ".join(diffs))
+    if code_spec is FEATURE_SPEC_V2:
+        base = compute_features(frame, FEATURE_SPEC)
+        temporal = (context if context is not None else HostContext()).update(frame)
+        return np.ascontiguousarray(np.hstack([base, temporal.to_numpy(dtype=np.float32)]))
     n = len(frame)
     cols: dict[str, np.ndarray] = {}
 

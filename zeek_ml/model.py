@@ -5,7 +5,10 @@
     flagged = scores >= model.threshold
 
 The model's feature spec (ONNX metadata ``zeek_ml.feature_spec``) must equal the code's
-``FEATURE_SPEC``: name, version, feature names, order, kinds and vocabularies.
+spec of that name and version (``conn-v1`` or ``conn-v2``, see ``zeek_ml.features``):
+feature names, order, kinds and vocabularies. A conn-v2 model keeps per-host context
+across batches (``new_context()``, passed to ``score_frame``); a model with a ``family``
+output and reference values also names the attack family and why it fired (``explain``).
 """
 
 from __future__ import annotations
@@ -13,17 +16,158 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from zeek_ml.features import FEATURE_SPEC, FeatureSpec, compute_features
+from zeek_ml.features import FEATURE_SPEC_V2, FeatureSpec, compute_features, supported_spec
+from zeek_ml.temporal import HostContext
 
 __all__ = ["ConnModel", "FeatureSpecMismatch", "ModelLoadError", "load_model"]
 
 REQUIRED_KEYS = ("zeek_ml.feature_spec", "zeek_ml.threshold", "zeek_ml.model_name", "zeek_ml.model_version")
 DEFAULT_BATCH_ROWS = 65536
+
+
+#: feature groups an explanation names: key -> (feature-name prefixes/names, phrase template builder)
+_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("conn_state", ("conn_state",)),
+    ("history", ("history_", "hist_")),
+    ("service", ("service",)),
+    ("resp_port", ("resp_port_class",)),
+    ("orig_port", ("orig_port_class",)),
+    ("proto", ("proto",)),
+    ("locality", ("local_orig", "local_resp")),
+    ("duration", ("duration",)),
+    ("bytes", ("orig_bytes", "resp_bytes", "orig_ip_", "resp_ip_", "missed_bytes", "bytes_missing",
+               "orig_bytes_per_pkt", "resp_bytes_per_pkt", "resp_orig_bytes_ratio")),
+    ("packets", ("orig_pkts", "resp_pkts", "pkts_missing", "resp_orig_pkts_ratio")),
+    ("orig_fanout", ("orig_distinct_", "orig_same_")),
+    ("orig_rate", ("orig_prev_conns", "orig_conns_window", "orig_dt_prev", "orig_iat_cv", "orig_first_seen")),
+    ("orig_failures", ("orig_failed_share",)),
+    ("orig_volume", ("orig_mean_",)),
+    ("resp_load", ("resp_prev_conns", "resp_conns_window", "resp_distinct_", "resp_failed_share", "resp_dt_prev",
+                   "resp_first_seen")),
+)  # fmt: skip
+
+
+def _group_columns(spec: FeatureSpec) -> list[tuple[str, np.ndarray]]:
+    """Feature columns of each explanation group (a feature goes to the first group that claims it)."""
+    taken: set[int] = set()
+    out = []
+    for key, prefixes in _GROUPS:
+        idx = [
+            i
+            for i, n in enumerate(spec.names)
+            if i not in taken and any(n == p or (p.endswith("_") and n.startswith(p)) for p in prefixes)
+        ]
+        if idx:
+            taken.update(idx)
+            out.append((key, np.asarray(idx)))
+    return out
+
+
+class Explainer:
+    """Occlusion: which feature groups, set to a typical benign value, lower a row's score most.
+
+    Costs one model run over ``rows x groups``; call it only for the rows that become notices.
+    """
+
+    def __init__(self, spec: FeatureSpec, reference: np.ndarray, predict: Callable[[np.ndarray], np.ndarray]):
+        self.spec = spec
+        self.reference = np.asarray(reference, dtype=np.float32)
+        self.predict = predict
+        self.groups = _group_columns(spec)
+        self.top = 3
+        self.min_drop = 0.02
+
+    def _v(self, row: np.ndarray, name: str) -> float:
+        return float(row[self.spec.index(name)])
+
+    def _cat(self, row: np.ndarray, name: str) -> str:
+        f = self.spec.features[self.spec.index(name)]
+        code = int(row[self.spec.index(name)])
+        return f.vocab[code] if 0 <= code < len(f.vocab) else "?"
+
+    def phrase(self, key: str, row: np.ndarray) -> str:
+        """Human words for one group of one raw feature row."""
+        v, c = self._v, self._cat
+        if key == "conn_state":
+            return f"connection state {c(row, 'conn_state')}"
+        if key == "history":
+            if v(row, "history_missing"):
+                return "no connection history"
+            return f"connection history pattern ({v(row, 'history_len'):.0f} letters)"
+        if key == "service":
+            return f"service {c(row, 'service')}"
+        if key == "resp_port":
+            return f"responder port class {c(row, 'resp_port_class')}"
+        if key == "orig_port":
+            return f"originator port class {c(row, 'orig_port_class')}"
+        if key == "proto":
+            return f"protocol {c(row, 'proto')}"
+        if key == "locality":
+            return f"local_orig={c(row, 'local_orig')} local_resp={c(row, 'local_resp')}"
+        if key == "duration":
+            return f"duration {v(row, 'duration'):.3g} s"
+        if key == "bytes":
+            return f"{v(row, 'orig_bytes'):.0f} bytes sent, {v(row, 'resp_bytes'):.0f} received"
+        if key == "packets":
+            return f"{v(row, 'orig_pkts'):.0f} packets sent, {v(row, 'resp_pkts'):.0f} received"
+        if key in ("orig_fanout", "orig_rate", "orig_failures", "orig_volume") and v(row, "orig_first_seen"):
+            return "first connection seen from this originator"
+        if key == "resp_load" and v(row, "resp_first_seen"):
+            return "first connection seen to this responder"
+        if key == "orig_fanout":
+            return (
+                f"originator reached {v(row, 'orig_distinct_resp_h'):.0f} hosts and "
+                f"{v(row, 'orig_distinct_resp_p'):.0f} ports in its last {v(row, 'orig_prev_conns'):.0f} connections"
+            )
+        if key == "orig_rate":
+            return (
+                f"originator made {v(row, 'orig_conns_window'):.0f} connections in the previous minute "
+                f"(inter-arrival CV {v(row, 'orig_iat_cv'):.2f})"
+            )
+        if key == "orig_failures":
+            return (
+                f"{100 * v(row, 'orig_failed_share'):.0f} % of the originator's last "
+                f"{v(row, 'orig_prev_conns'):.0f} connections failed (S0/REJ/RST...)"
+            )
+        if key == "orig_volume":
+            return (
+                f"originator's recent connections average {v(row, 'orig_mean_orig_bytes'):.0f} bytes out, "
+                f"{v(row, 'orig_mean_resp_bytes'):.0f} in"
+            )
+        if key == "resp_load":
+            return (
+                f"responder got {v(row, 'resp_conns_window'):.0f} connections in the previous minute from "
+                f"{v(row, 'resp_distinct_orig_h'):.0f} hosts, {100 * v(row, 'resp_failed_share'):.0f} % failed"
+            )
+        return key
+
+    def contributions(self, X: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Score drop [rows, groups] when each group is set to the reference values."""
+        m, g = len(X), len(self.groups)
+        if m == 0:
+            return np.zeros((0, g), dtype=np.float32)
+        big = np.repeat(X[None, :, :], g, axis=0)
+        for j, (_, idx) in enumerate(self.groups):
+            big[j][:, idx] = self.reference[idx]
+        occluded = self.predict(big.reshape(g * m, -1)).reshape(g, m).T
+        return np.asarray(scores, dtype=np.float32)[:, None] - occluded
+
+    def explain(self, X: np.ndarray, scores: np.ndarray) -> tuple[list[str], list[tuple[str, ...]]]:
+        """Per row: the top groups in words ("; "-joined) and as keys."""
+        drops = self.contributions(X, scores)
+        words, keys = [], []
+        for r in range(len(X)):
+            order = np.argsort(-drops[r])[: self.top]
+            chosen = [j for j in order if drops[r, j] >= self.min_drop] or [int(order[0])]
+            keys.append(tuple(self.groups[j][0] for j in chosen))
+            words.append("; ".join(self.phrase(self.groups[j][0], X[r]) for j in chosen))
+        return words, keys
 
 
 class ModelLoadError(Exception):
@@ -48,7 +192,14 @@ class ConnModel:
     training: dict
     sha256: str
     batch_rows: int = DEFAULT_BATCH_ROWS
+    families: tuple[str, ...] = ()
+    """Attack family names, when the model has a ``family`` output (probabilities over them)."""
+    explainer: Explainer | None = None
+    fpr_thresholds: tuple[tuple[float, float], ...] = ()
+    """(benign FPR, threshold) pairs measured on validation folds, for ``--target-fpr``."""
+    """Occlusion explainer, when the model carries reference (typical benign) feature values."""
     _input: str = field(default="features", repr=False)
+    _last: tuple[np.ndarray, np.ndarray | None] | None = field(default=None, repr=False)
 
     @property
     def card(self) -> dict:
@@ -70,25 +221,86 @@ class ConnModel:
             "feature_spec": self.spec.to_dict(),
         }
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """P(malicious) float32 [N] for a raw feature matrix [N, F] (batched)."""
+    def predict_all(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """P(malicious) float32 [N] and, if the model has one, family probabilities [N, n_families]."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != len(self.spec):
             raise FeatureSpecMismatch(f"expected features of shape [N, {len(self.spec)}], got {list(X.shape)}")
         out = np.empty(len(X), dtype=np.float32)
+        fam = np.empty((len(X), len(self.families)), dtype=np.float32) if self.families else None
+        names = ["score", "family"] if self.families else None  # None: the graph's only output
         for s in range(0, len(X), self.batch_rows):
-            res = self.session.run(None, {self._input: X[s : s + self.batch_rows]})[0]  # type: ignore[attr-defined]
-            out[s : s + self.batch_rows] = np.asarray(res, dtype=np.float32).reshape(-1)
-        return out
+            res = self.session.run(names, {self._input: X[s : s + self.batch_rows]})  # type: ignore[attr-defined]
+            out[s : s + self.batch_rows] = np.asarray(res[0], dtype=np.float32).reshape(-1)
+            if fam is not None:
+                fam[s : s + self.batch_rows] = res[1]
+        return out, fam
 
-    def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """Features (with the code's FEATURE_SPEC) then scores, float32 [N]."""
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """P(malicious) float32 [N] for a raw feature matrix [N, F] (batched)."""
+        return self.predict_all(X)[0]
+
+    def threshold_for_fpr(self, target: float) -> float:
+        """The lowest tabulated threshold whose validation benign FPR is <= ``target`` (ValueError if none)."""
+        if not self.fpr_thresholds:
+            raise ValueError(f"model {self.name} has no FPR/threshold table (zeek_ml.fpr_thresholds)")
+        ok = [th for fpr, th in self.fpr_thresholds if fpr <= target]
+        if not ok:
+            lowest = min(f for f, _ in self.fpr_thresholds)
+            raise ValueError(f"target FPR {target} is below the lowest the card measured ({lowest})")
+        return float(min(ok))
+
+    def new_context(self) -> HostContext | None:
+        """Fresh per-host context for a stream (None when the model uses no temporal features)."""
+        return HostContext() if self.spec.name == FEATURE_SPEC_V2.name else None
+
+    def features(self, frame: pd.DataFrame, context: HostContext | None = None) -> np.ndarray:
+        """Raw features of ``frame`` in the model's spec (``context`` carries host history across batches)."""
         check_spec(self.spec)
-        return self.predict_proba(compute_features(frame, FEATURE_SPEC))
+        return compute_features(frame, supported_spec(self.spec), context)
+
+    def score_frame(self, frame: pd.DataFrame, context: HostContext | None = None) -> np.ndarray:
+        """Features (with the code's spec for this model) then scores, float32 [N].
+
+        The batch's features and family probabilities are kept for ``explain``.
+        """
+        X = self.features(frame, context)
+        scores, fam = self.predict_all(X)
+        self._last = (X, fam)
+        return scores
+
+    def explain(self, verdicts) -> None:
+        """Fill ``verdicts.family``/``reasons``/``reason_codes`` for the flagged rows of the last batch scored."""
+        if self._last is None or len(self._last[0]) != len(verdicts):
+            return
+        X, fam = self._last
+        flagged = np.flatnonzero(verdicts.flagged)
+        n = len(verdicts)
+        if fam is not None:
+            family = np.full(n, "", dtype=object)
+            if len(flagged):
+                family[flagged] = np.asarray(self.families, dtype=object)[fam[flagged].argmax(1)]
+            verdicts.family = family
+        if self.explainer is not None:
+            reasons = np.full(n, "", dtype=object)
+            codes = np.empty(n, dtype=object)
+            codes[:] = [()] * n
+            if len(flagged):
+                words, keys = self.explainer.explain(X[flagged], np.asarray(verdicts.scores)[flagged])
+                reasons[flagged] = words
+                for i, k in zip(flagged, keys, strict=True):
+                    codes[i] = k
+            verdicts.reasons = reasons
+            verdicts.reason_codes = codes
 
 
-def check_spec(model_spec: FeatureSpec, code_spec: FeatureSpec = FEATURE_SPEC) -> None:
-    """Raise FeatureSpecMismatch naming what differs between the model's and the code's spec."""
+def check_spec(model_spec: FeatureSpec, code_spec: FeatureSpec | None = None) -> None:
+    """Raise FeatureSpecMismatch naming what differs between the model's and the code's spec.
+
+    Without ``code_spec``, the model's spec is compared to the code's spec of the same name
+    and version (conn-v1 and conn-v2 are both computed here).
+    """
+    code_spec = supported_spec(model_spec) if code_spec is None else code_spec
     diffs = code_spec.differences(model_spec)
     if diffs:
         raise FeatureSpecMismatch(
@@ -133,13 +345,19 @@ def load_model(
         version = int(json.loads(meta["zeek_ml.model_version"]))
         metrics = json.loads(meta.get("zeek_ml.metrics", "{}"))
         training = json.loads(meta.get("zeek_ml.training", "{}"))
+        families = tuple(str(f) for f in json.loads(meta.get("zeek_ml.families", "[]")))
+        reference = json.loads(meta.get("zeek_ml.reference", "null"))
+        fpr_table = tuple((float(a), float(b)) for a, b in json.loads(meta.get("zeek_ml.fpr_thresholds", "[]")))
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{path}: malformed zeek-ml metadata: {exc}") from None
     check_spec(spec)
     inputs = sess.get_inputs()
     if len(inputs) != 1:
         raise ModelLoadError(f"{path}: expected one input, found {len(inputs)}")
-    return ConnModel(
+    outputs = [o.name for o in sess.get_outputs()]
+    if families and "family" not in outputs:
+        raise ModelLoadError(f"{path}: metadata names attack families but the graph has no 'family' output")
+    model = ConnModel(
         path=path,
         session=sess,
         name=name,
@@ -150,5 +368,12 @@ def load_model(
         training=training,
         sha256=sha256_file(path),
         batch_rows=batch_rows,
+        families=families,
+        fpr_thresholds=fpr_table,
         _input=inputs[0].name,
     )
+    if reference is not None:
+        if len(reference) != len(spec):
+            raise ModelLoadError(f"{path}: zeek_ml.reference has {len(reference)} values for {len(spec)} features")
+        model.explainer = Explainer(spec, np.asarray(reference, dtype=np.float32), model.predict_proba)
+    return model

@@ -1,0 +1,127 @@
+"""Evaluation: metrics, the FPR threshold rule, leave-one-capture-out, and ``zeek-ml evaluate`` end to end."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import ROOT, need, run_cli
+from zeek_ml.evaluate import binary_metrics, label_vector, load_labelled, loco, threshold_for_fpr
+from zeek_ml.features import FEATURE_SPEC, FEATURE_SPEC_V2
+
+SMALL = ("CTU-Honeypot-Capture-4-1", "001-zeek-scenario-malicious", "010-zeek-mixed")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(0, 1, width=32), min_size=1, max_size=400),
+    st.sampled_from([0.0, 0.001, 0.01, 0.1, 0.5]),
+)
+def test_threshold_for_fpr_is_the_lowest_that_meets_the_target(benign: list[float], target: float) -> None:
+    b = np.asarray(benign, dtype=np.float32)
+    th = threshold_for_fpr(b, target)
+    assert (b >= th).mean() <= target + 1e-12
+    below = b[b < th]
+    if len(below):  # lowering it to the next benign score would break the target
+        assert (b >= below.max()).mean() > target
+
+
+def test_binary_metrics_hand_checked() -> None:
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    s = np.array([0.9, 0.8, 0.2, 0.7, 0.1, 0.1, 0.3, 0.05])
+    m = binary_metrics(y, s, 0.5)
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (2, 1, 1, 4)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3) and m["accuracy"] == pytest.approx(6 / 8)
+    assert m["benign_fpr"] == pytest.approx(0.2) and m["notices_per_1k_benign"] == pytest.approx(200)
+    assert m["roc_auc"] == pytest.approx(13 / 15)  # 13 of 15 (malicious, benign) pairs ordered right
+    only_benign = binary_metrics(np.zeros(4), np.array([0.1, 0.9, 0.2, 0.3]), 0.5)
+    assert np.isnan(only_benign["roc_auc"]) and only_benign["benign_fpr"] == 0.25
+
+
+def test_background_is_not_a_label(shared_data: Path) -> None:
+    path = shared_data / "zeek_labeled" / "001-zeek-scenario-malicious.labeled-conn.log.gz"
+    cap = load_labelled(str(path))
+    assert cap.n_background == 739 and len(cap.y) == 253 and cap.y.sum() == 244
+    assert cap.X2.shape == (253, len(FEATURE_SPEC_V2)) and cap.X1.shape == (253, len(FEATURE_SPEC))
+    np.testing.assert_array_equal(cap.X2[:, : len(FEATURE_SPEC)], cap.X1)
+
+
+def test_loco_never_lets_a_capture_choose_its_own_threshold(shared_data: Path) -> None:
+    pytest.importorskip("torch")
+    caps = [load_labelled(str(next((shared_data / "zeek_labeled").glob(f"{n}*")))) for n in SMALL]
+    oof: dict = {}
+    res = loco(
+        caps, kinds=("logreg", "ours"), specs=(FEATURE_SPEC_V2,), epochs=1, max_train_rows=400, oof_out=oof,
+        target_fpr=0.01, log=lambda s: None,
+    )  # fmt: skip
+    assert set(res["models"]) == {"logreg+temporal", "ours+temporal"}
+    for name, entry in res["models"].items():
+        scores = oof[name]
+        for i, c in enumerate(caps):
+            others = np.concatenate([scores[j][caps[j].y == 0] for j in range(len(caps)) if j != i])
+            m = entry["per_capture"][c.name]
+            assert m["threshold"] == pytest.approx(threshold_for_fpr(others, 0.01))
+            assert m["n"] == len(c.y)
+            assert m["fp"] == int(((scores[i] >= m["threshold"]) & (c.y == 0)).sum())
+        pooled = entry["pooled"]
+        assert pooled["n"] == sum(len(c.y) for c in caps)
+        assert pooled["tp"] + pooled["fn"] == sum(int(c.y.sum()) for c in caps)
+    assert "family_accuracy" in res["models"]["ours+temporal"]["per_capture"]["001-zeek-scenario-malicious"]
+    json.dumps(res, allow_nan=False)  # strict JSON
+
+
+def _renamed_label_copy(src: Path, dst: Path, new: str) -> None:
+    with gzip.open(src, "rt") as f:
+        text = f.read()
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("#fields"):
+            lines[i] = line.replace("\tlabel\t", f"\t{new}\t")
+    dst.write_text("\n".join(lines))
+
+
+def test_evaluate_command_writes_table_report_and_figures(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "zeek_labeled" / "010-zeek-mixed.conn.log.labeled.gz"
+    data = tmp_path / "010-renamed.conn.log"
+    _renamed_label_copy(src, data, "truth")
+    out = tmp_path / "report"
+    bad = run_cli("evaluate", "models/conn-cnn-v2.onnx", str(data), "-o", str(out))
+    assert bad.returncode == 2 and "no label column 'label'" in bad.stderr
+    need(_has_matplotlib(), "matplotlib (the report extra) is needed for the PNG figures")
+    r = run_cli("evaluate", "models/conn-cnn-v2.onnx", str(data), "-o", str(out), "--label-column", "truth")
+    assert r.returncode == 0, r.stderr
+    assert "| pooled |" in r.stdout and "010-renamed" in r.stdout
+    rep = json.loads((out / "report.json").read_text())
+    assert sorted(rep["figures"]) == ["confusion.png", "importance.png", "pr.png", "roc.png"]
+    for png in rep["figures"]:
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pooled = rep["pooled"]
+    assert pooled["n"] == 5347 - 37 and pooled["n_malicious"] == 3373  # Background rows left out
+    # the figures agree with scoring the same rows with the library
+    from zeek_ml.model import load_model
+    from zeek_ml.zeeklog import read_frames
+
+    model = load_model(ROOT / "models" / "conn-cnn-v2.onnx")
+    frame = read_frames([str(data)])
+    lab = label_vector(frame, "truth")
+    scores = model.predict_proba(model.features(frame, model.new_context())[lab >= 0])
+    want = binary_metrics(lab[lab >= 0] == 1, scores, model.threshold)
+    assert (pooled["tp"], pooled["fp"]) == (want["tp"], want["fp"])
+    assert pooled["roc_auc"] == pytest.approx(want["roc_auc"])
+    assert rep["permutation_importance_roc_auc_drop"]
+    assert "| `" in (out / "report.md").read_text()
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
