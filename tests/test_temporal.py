@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, need
+from tests.conftest import DATA, SAMPLE_LOGS, need
 from zeek_ml.temporal import FAILED_STATES, TEMPORAL_NAMES, HostContext
 from zeek_ml.zeeklog import read_frames
 
@@ -139,3 +139,18 @@ def test_sequences_hold_the_originators_previous_connections(lab: pd.DataFrame) 
             assert seq[i, SEQ_FIELDS.index("same_resp_p"), slot] == float(rp[j] == rp[i])
             assert seq[i, SEQ_FIELDS.index("log_orig_bytes"), slot] == pytest.approx(np.log1p(ob[j]), rel=1e-5)
     assert HostContext().update(sub) is not None and HostContext().last_sequences is None
+
+
+def test_hosts_expire_per_row_so_batch_boundaries_never_change_a_feature() -> None:
+    # A real day of traffic (CTU-Normal-40, 24 h): hosts go quiet for longer than the TTL,
+    # so expiry happens inside the run; one batch or many must give the same features.
+    frame = read_frames([SAMPLE_LOGS / "ctu-normal-40.first2000.conn.log.labeled.gz"])
+    span = frame["ts"].max() - frame["ts"].min()
+    ctx = HostContext(ttl_s=600.0)
+    assert span > 10 * ctx.ttl_s
+    whole = ctx.update(frame).to_numpy()
+    expired = len(frame["id.orig_h"].unique()) + len(frame["id.resp_h"].unique()) - len(ctx)
+    assert expired > 0  # the test is only worth something if hosts did expire mid-run
+    pieces = HostContext(ttl_s=600.0)
+    batched = np.concatenate([pieces.update(frame.iloc[i : i + 97]).to_numpy() for i in range(0, len(frame), 97)])
+    np.testing.assert_array_equal(whole, batched)

@@ -247,7 +247,9 @@ def test_sighup_reopens_the_notice_log_and_metrics_are_served(tmp_path: Path) ->
     logs.mkdir()
     out.mkdir()
     shutil.copy(SAMPLE_LOGS / "slips-port-scans-horizontal.conn.log", logs / "conn.log")
-    watcher = start_watch(logs, out, "--metrics", "127.0.0.1:0", "--log-format", "json", "--no-aggregate")
+    watcher = start_watch(
+        logs, out, "--metrics", "127.0.0.1:0", "--log-format", "json", "--no-aggregate", "--threshold", "0"
+    )
     try:
         err = out / "watch.err"
         wait_for(lambda: err.exists() and '"metrics"' in err.read_text(), what="the metrics server")

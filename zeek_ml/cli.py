@@ -15,7 +15,7 @@ from pathlib import Path
 
 from zeek_ml import __version__
 
-DEFAULT_MODEL = "conn-cnn-v1"
+DEFAULT_MODEL = "conn-cnn-v2"
 """The shipped model's file name, without ``.onnx``."""
 
 EXIT_INPUT = 2

@@ -160,10 +160,12 @@ class Explainer:
 
     def explain(self, X: np.ndarray, scores: np.ndarray) -> tuple[list[str], list[tuple[str, ...]]]:
         """Per row: the top groups in words ("; "-joined) and as keys."""
-        drops = self.contributions(X, scores)
+        # Rounded, then a stable sort: onnxruntime's last bits vary with the batch's size, and a
+        # notice must say the same thing whether its row was scored offline, live or after a restart.
+        drops = np.round(self.contributions(X, scores).astype(np.float64), 3)
         words, keys = [], []
         for r in range(len(X)):
-            order = np.argsort(-drops[r])[: self.top]
+            order = np.argsort(-drops[r], kind="stable")[: self.top]
             chosen = [j for j in order if drops[r, j] >= self.min_drop] or [int(order[0])]
             keys.append(tuple(self.groups[j][0] for j in chosen))
             words.append("; ".join(self.phrase(self.groups[j][0], X[r]) for j in chosen))

@@ -24,7 +24,7 @@ class Verdicts:
     conns: pd.DataFrame
     """The batch, in the conn record schema (conn.log's field names)."""
     scores: np.ndarray
-    """P(malicious), float [N]."""
+    """P(malicious), float [N], rounded to 1e-6 so that verdicts do not depend on batch sizes."""
     threshold: float
     model_name: str
     model_version: str
@@ -88,9 +88,12 @@ class Scorer:
             scores = self.model.score_frame(batch, context=self.context)
         else:
             scores = self.model.score_frame(batch)
+        # Rounded to 1e-6: onnxruntime's last bits depend on how many rows it is given at once,
+        # and the same connection must get the same verdict (and be the same incident's top
+        # connection) offline, live, in any batch, and after a restart.
         verdicts = Verdicts(
             conns=batch,
-            scores=np.asarray(scores, dtype=np.float32),
+            scores=np.round(np.asarray(scores, dtype=np.float64), 6),
             threshold=self.threshold,
             model_name=self.model.name,
             model_version=str(self.model.version),

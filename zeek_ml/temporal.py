@@ -255,9 +255,11 @@ class HostContext:
             hr.last_seen = max(hr.last_seen, t)
             if t > self.clock:
                 self.clock = t
+                # Per row, not per batch: what a row sees must not depend on where a batch
+                # ended (offline, live, after a restart: the same features).
+                self._expire()
         self.rows += n
         self.last_sequences = seq
-        self._expire()
         return pd.DataFrame(out, columns=list(TEMPORAL_NAMES), index=frame.index)
 
     # ------------------------------------------------------------------ checkpoint
