@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from zeek_ml.notice import ACTIONS, DEFAULT_SUPPRESS_FOR, EMPTY, NOTE, NOTICE_LOG_FIELDS, notices_from_verdicts
-from zeek_ml.pipeline import Verdicts
+from zeek_ml.pipeline import Verdicts, plain
 from zeek_ml.site import LocalNets, directions, severities, severity, severity_rank
 
 if TYPE_CHECKING:
@@ -224,17 +224,6 @@ class Incident:
         return severity(self.direction, self.family, hosts=hosts, ports=len(self.ports), conns=self.n)
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-able Python scalar (None for missing)."""
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def _texts(values: pd.Series) -> np.ndarray:
     return values.astype(object).where(values.notna(), "-").astype(str).to_numpy()
 
@@ -348,7 +337,7 @@ class IncidentSink:
         if scores[best] > inc.top_score:
             inc.top_score = float(scores[best])
             row = verdicts.conns.iloc[int(cand.idx[best])]
-            inc.rep = {f: _plain(row.get(f)) for f in REP_FIELDS}
+            inc.rep = {f: plain(row.get(f)) for f in REP_FIELDS}
             if verdicts.reason_codes is not None:
                 codes = verdicts.reason_codes[int(cand.idx[best])]
                 inc.reasons = None if codes is None else [str(c) for c in codes]

@@ -10,11 +10,23 @@ touch features or the model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+
+
+def plain(value: Any) -> Any:
+    """A JSON-able Python scalar from a frame cell: numpy scalars unwrapped, NA and NaN -> None."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 @dataclass

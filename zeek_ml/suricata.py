@@ -23,7 +23,6 @@ import datetime as dt
 import functools
 import ipaddress
 import json
-import math
 import os
 import re
 import sys
@@ -35,7 +34,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from zeek_ml.pipeline import Verdicts
+from zeek_ml.pipeline import Verdicts, plain
 from zeek_ml.zeeklog.schema import CONN_FIELDS, pandas_dtype
 
 # --------------------------------------------------------------------------- mapping tables
@@ -596,16 +595,6 @@ def _eve_time(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
 
 
-def _value(v: Any) -> Any:
-    if v is None or v is pd.NA:
-        return None
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return v
-
-
 def _eve_addr(addr: Any) -> Any:
     """IPv6 as Suricata writes it: in full (``fe80:0000:0000:0000:020c:29ff:fe62:e812``)."""
     if isinstance(addr, str) and ":" in addr:
@@ -640,7 +629,7 @@ def alerts_from_notices(frame: pd.DataFrame) -> list[dict[str, Any]]:
     cols = set(frame.columns)
     records = frame.to_dict("records")
     for row in records:
-        get = lambda k, r=row: _value(r.get(k)) if k in cols else None  # noqa: E731
+        get = lambda k, r=row: plain(r.get(k)) if k in cols else None  # noqa: E731
         ts = get("ts")
         family = get("zeek_ml.family") or ""
         sid, category, signature = family_signature(family)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from zeek_ml.evaluate import binary_metrics
 from zeek_ml.features import FEATURE_SPEC, FeatureSpec, compute_features
 from zeek_ml.model import sha256_file
 
@@ -145,38 +146,6 @@ def load_capture(path: str, reader: Callable[[str], pd.DataFrame] = _default_rea
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-def binary_metrics(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
-    """Accuracy, precision, recall, F1, ROC-AUC, benign FPR at a threshold."""
-    from sklearn.metrics import roc_auc_score
-
-    pred = score >= threshold
-    pos = y == 1
-    tp = int((pred & pos).sum())
-    fp = int((pred & ~pos).sum())
-    fn = int((~pred & pos).sum())
-    tn = int((~pred & ~pos).sum())
-    n = len(y)
-    prec = tp / (tp + fp) if tp + fp else float("nan")
-    rec = tp / (tp + fn) if tp + fn else float("nan")
-    f1 = 2 * prec * rec / (prec + rec) if tp else (0.0 if (tp + fn) else float("nan"))
-    auc = float(roc_auc_score(y, score)) if 0 < pos.sum() < n else float("nan")
-    return {
-        "n": n,
-        "n_malicious": int(pos.sum()),
-        "n_benign": int((~pos).sum()),
-        "accuracy": (tp + tn) / n if n else float("nan"),
-        "precision": prec,
-        "recall": rec,
-        "f1": f1,
-        "roc_auc": auc,
-        "benign_fpr": fp / (fp + tn) if fp + tn else float("nan"),
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "tn": tn,
-    }
 
 
 def choose_threshold(captures: Sequence[Capture], scores: Sequence[np.ndarray], max_fpr: float) -> float:
@@ -1113,7 +1082,6 @@ def train_v2(
     import torch
 
     from zeek_ml.evaluate import (
-        binary_metrics,
         load_labelled,
         load_unseen,
         loco,
