@@ -63,6 +63,14 @@ def scored_uids(out: Path) -> list[str]:
     return read_frames([str(path)])["uid"].astype(str).tolist()
 
 
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """(logs, out): Zeek's log directory and ours."""
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir()
+    out.mkdir()
+    return logs, out
+
+
 def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -134,9 +142,7 @@ def test_sigkill_at_random_moments_scores_every_uid_exactly_once_in_order(tmp_pa
 
 
 def test_partial_last_line_waits_for_its_newline(tmp_path: Path) -> None:
-    logs, out = tmp_path / "logs", tmp_path / "out"
-    logs.mkdir()
-    out.mkdir()
+    logs, out = dirs(tmp_path)
     header, data = conn_lines()
     live = logs / "conn.log"
     live.write_bytes(b"".join(header) + b"".join(data[:5]) + data[5][:20])
@@ -150,9 +156,7 @@ def test_partial_last_line_waits_for_its_newline(tmp_path: Path) -> None:
 
 
 def test_copytruncate_restarts_the_file_and_says_so(tmp_path: Path) -> None:
-    logs, out = tmp_path / "logs", tmp_path / "out"
-    logs.mkdir()
-    out.mkdir()
+    logs, out = dirs(tmp_path)
     header, data = conn_lines()
     live = logs / "conn.log"
     live.write_bytes(b"".join(header) + b"".join(with_uid(ln, f"Cfirst{i}") for i, ln in enumerate(data)))
@@ -177,9 +181,7 @@ def test_copytruncate_restarts_the_file_and_says_so(tmp_path: Path) -> None:
 
 
 def test_header_change_between_files_and_json_logs(tmp_path: Path) -> None:
-    logs, out = tmp_path / "logs", tmp_path / "out"
-    logs.mkdir()
-    out.mkdir()
+    logs, out = dirs(tmp_path)
     header, data = conn_lines()
     live = logs / "conn.log"
     live.write_bytes(b"".join(header) + b"".join(data))
@@ -201,9 +203,7 @@ def test_header_change_between_files_and_json_logs(tmp_path: Path) -> None:
 
 
 def test_file_deleted_before_it_was_drained_is_reported(tmp_path: Path) -> None:
-    logs, out = tmp_path / "logs", tmp_path / "out"
-    logs.mkdir()
-    out.mkdir()
+    logs, out = dirs(tmp_path)
     header, data = conn_lines()
     live = logs / "conn.log"
     live.write_bytes(b"".join(header) + b"".join(data[:4]))
@@ -219,9 +219,7 @@ def test_file_deleted_before_it_was_drained_is_reported(tmp_path: Path) -> None:
 
 
 def test_gzipped_by_the_archiver_while_down_is_caught_up(tmp_path: Path) -> None:
-    logs, out = tmp_path / "logs", tmp_path / "out"
-    logs.mkdir()
-    out.mkdir()
+    logs, out = dirs(tmp_path)
     header, data = conn_lines()
     live = logs / "conn.log"
     live.write_bytes(b"".join(header) + b"".join(data[:3]))
@@ -243,9 +241,7 @@ def test_gzipped_by_the_archiver_while_down_is_caught_up(tmp_path: Path) -> None
 
 
 def test_sighup_reopens_the_notice_log_and_metrics_are_served(tmp_path: Path) -> None:
-    logs, out = tmp_path / "logs", tmp_path / "out"
-    logs.mkdir()
-    out.mkdir()
+    logs, out = dirs(tmp_path)
     shutil.copy(SAMPLE_LOGS / "slips-port-scans-horizontal.conn.log", logs / "conn.log")
     watcher = start_watch(
         logs, out, "--metrics", "127.0.0.1:0", "--log-format", "json", "--no-aggregate", "--threshold", "0"
@@ -298,9 +294,7 @@ def test_systemd_unit_is_printed() -> None:
 
 
 def test_malformed_lines_are_set_aside_once_and_the_rest_is_scored(tmp_path: Path) -> None:
-    logs, out = tmp_path / "logs", tmp_path / "out"
-    logs.mkdir()
-    out.mkdir()
+    logs, out = dirs(tmp_path)
     header, data = conn_lines()
     cols = data[2].split(b"\t")
     cols[16] = b"six"  # orig_pkts is not a count
@@ -361,9 +355,7 @@ def test_eve_json_in_eve_alerts_out_exactly_once(tmp_path: Path) -> None:
     excerpt = ROOT / "tests" / "data" / "suricata-excerpt.eve.json"
     lines = excerpt.read_bytes().splitlines(keepends=True)
     flows = [json.loads(ln)["flow_id"] for ln in lines if json.loads(ln).get("event_type") == "flow"]
-    logs, out = tmp_path / "logs", tmp_path / "out"
-    logs.mkdir()
-    out.mkdir()
+    logs, out = dirs(tmp_path)
     live = logs / "eve.json"
     live.write_bytes(b"".join(lines[:8]))
     opts = ("--format", "eve", "--threshold", "0", "--no-aggregate")
