@@ -329,6 +329,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
         outbox_size=args.outbox_size,
         status_interval=args.status_interval,
         log_json=args.log_format == "json",
+        state_path=args.state,
     )
     service = BrokerService(transport, model, options, sinks)
     import signal
@@ -567,6 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bk.add_argument("--status-interval", type=float, default=60.0, help="seconds between status lines (default: 60)")
     bk.add_argument("--log-format", choices=("text", "json"), default="text", help="log lines on stderr")
+    bk.add_argument(
+        "--state",
+        metavar="FILE",
+        help="keep the model's per-host context here across restarts (default: $ZEEK_ML_BROKER_STATE)",
+    )
     bk.set_defaults(func=cmd_broker)
 
     info = sub.add_parser("info", help="print a model's card: features, threshold, metrics, sha256")

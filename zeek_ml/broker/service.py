@@ -10,17 +10,34 @@ batch's uids. Those wait in a bounded outbox until a peer is connected, so
 verdicts for events already received survive a lost peer and go out when it
 (or Zeek after a restart) peers again.
 
+Order: the model is stateful (per-host temporal context), so a connection's
+score depends on the connections before it. Events are scored exactly in the
+order they arrive (one subscriber, a FIFO queue, batches taken from its front,
+malformed records dropped without reordering the rest) by one
+:class:`~zeek_ml.pipeline.Scorer` for the whole stream: the scores equal
+``zeek-ml score`` over the same rows in the same order, whatever the batch sizes.
+
 What is not kept across a restart of ``zeek-ml broker`` itself: events still in
 Broker's buffers or in our queue, and verdicts in the outbox, live in memory
 only (Broker persists nothing). An event is safe once its uid was in a
 ``ZeekML::scored`` acknowledgment a peer received: its verdict, if any, went out
 before the acknowledgment on the same path.
+
+With a state file (``state_path``), the model's context survives a restart:
+after each batch is scored, and before any of its events can leave, the
+scorer's state is written atomically together with the uids of the last
+``state_recent`` scored connections and their verdicts. A sender that resends
+what was never acknowledged gets, for a uid already in that list, the stored
+verdict and an acknowledgment, without the connection entering the context a
+second time; the rest is scored with the restored context. So scores after a
+restart equal offline ones. Without a state file the context starts empty.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import os
 import sys
 import threading
 import time
@@ -28,11 +45,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from zeek_ml.broker.codec import MalformedEvent, conn_frame
 from zeek_ml.broker.transport import Event, Transport
-from zeek_ml.pipeline import Scorer, Sink
-from zeek_ml.verdicts import ACK_EVENT, ACK_TOPIC, CONN_EVENT, CONN_TOPIC, VERDICT_EVENT, VERDICT_TOPIC, verdict_rows
+from zeek_ml.pipeline import Scorer, Sink, plain
+from zeek_ml.verdicts import (
+    ACK_EVENT,
+    ACK_TOPIC,
+    CONN_EVENT,
+    CONN_TOPIC,
+    VERDICT_EVENT,
+    VERDICT_FIELDS,
+    VERDICT_TOPIC,
+    verdict_rows,
+)
+from zeek_ml.watch.durable import read_json, write_json_atomic
+
+STATE_ENV = "ZEEK_ML_BROKER_STATE"
+"""Environment variable naming the state file when ``state_path`` is not given."""
+STATE_VERSION = 1
 
 
 @dataclass
@@ -52,6 +84,10 @@ class BrokerOptions:
     """Most events waiting for a peer; beyond, new ones are dropped and counted (``outbox_dropped``)."""
     status_interval: float = 60.0
     log_json: bool = False
+    state_path: str | None = None
+    """Persist the scorer's context here (atomically, after each batch); default: ``$ZEEK_ML_BROKER_STATE``."""
+    state_recent: int = 10_000
+    """Most recently scored connections whose verdicts the state file keeps, to answer a resend after a crash."""
 
 
 class BrokerService:
@@ -79,6 +115,47 @@ class BrokerService:
         }
         self._receiver: threading.Thread | None = None
         self._was_connected = False
+        self.state_path = options.state_path or os.environ.get(STATE_ENV) or None
+        self.recent: collections.OrderedDict[str, dict[str, Any] | None] = collections.OrderedDict()
+        """uid -> its verdict (None when not flagged) for the last ``state_recent`` scored connections."""
+        self.counts["replayed"] = 0
+
+    # ------------------------------------------------------------------ state
+    def _model_id(self) -> dict[str, Any]:
+        m = self.scorer.model
+        return {"model": str(m.name), "model_version": str(m.version), "threshold": self.scorer.threshold}
+
+    def load_state(self) -> None:
+        """Resume the scorer's context from the state file, if there is one for this model and threshold."""
+        if not self.state_path:
+            return
+        saved = read_json(self.state_path)
+        if saved is None:
+            self.log("state_new", {"path": self.state_path})
+            return
+        if saved.get("version") != STATE_VERSION or saved.get("id") != self._model_id():
+            self.log(
+                "state_ignored",
+                {"path": self.state_path, "message": "written for another model or threshold; context starts empty"},
+                "warning",
+            )
+            return
+        self.scorer.restore(saved.get("context") or {})
+        self.recent = collections.OrderedDict((uid, v) for uid, v in saved.get("recent") or [])
+        self.log("state_restored", {"path": self.state_path, "recent": len(self.recent)})
+
+    def save_state(self) -> None:
+        if not self.state_path:
+            return
+        write_json_atomic(
+            self.state_path,
+            {
+                "version": STATE_VERSION,
+                "id": self._model_id(),
+                "context": self.scorer.state(),
+                "recent": [[uid, v] for uid, v in self.recent.items()],
+            },
+        )
 
     # ------------------------------------------------------------------ log
     def log(self, event: str, info: dict[str, Any] | None = None, level: str = "info") -> None:
@@ -119,6 +196,7 @@ class BrokerService:
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
+        self.load_state()
         self.transport.start()
         self.log("started", {"transport": self.transport.describe(), "conn_topic": self.opts.conn_topic})
         self._receiver = threading.Thread(target=self._receive_loop, name="zeek-ml-broker-receive", daemon=True)
@@ -155,10 +233,11 @@ class BrokerService:
             return [self.queue.popleft() for _ in range(n)]
 
     def _score(self, records: list[Any]) -> None:
+        """Score ``records`` in the order given, queue their verdicts and the batch's acknowledgment."""
         try:
             frame = conn_frame(records)
         except MalformedEvent:
-            # Find the bad ones; score the rest.
+            # Find the bad ones; score the rest, in their order.
             good = []
             for record in records:
                 try:
@@ -171,26 +250,45 @@ class BrokerService:
             if not good:
                 return
             frame = conn_frame(good)
-        verdicts = self.scorer(frame)
-        self.counts["scored"] += len(frame)
-        self.counts["batches"] += 1
-        flagged = verdicts.flagged
+        uids = [str(u) for u in frame["uid"].tolist()]
+        # A resend of a connection scored before a restart (its context is in the restored state):
+        # answer with the stored verdict, never feed it to the context twice.
+        replay = np.array([u in self.recent for u in uids], dtype=bool)
+        stored = [self.recent[u] for u in np.asarray(uids, dtype=object)[replay]]
+        fresh = frame[~replay].reset_index(drop=True) if replay.any() else frame
+        rows: list[dict[str, Any]] = [v for v in stored if v is not None]
+        if len(fresh):
+            verdicts = self.scorer(fresh)
+            self.counts["scored"] += len(fresh)
+            self.counts["batches"] += 1
+            flagged = verdicts.flagged
+            fresh_rows = verdict_rows(verdicts.take(flagged)).to_dict("records") if flagged.any() else []
+            rows += fresh_rows
+            for sink in self.sinks.values():
+                sink.write(verdicts)
+                sink.flush()
+            if self.state_path:
+                by_uid = {r["uid"]: {k: _jsonable(v) for k, v in r.items()} for r in fresh_rows}
+                for uid in fresh["uid"].tolist():
+                    self.recent[str(uid)] = by_uid.get(uid)
+                    self.recent.move_to_end(str(uid))
+                while len(self.recent) > self.opts.state_recent:
+                    self.recent.popitem(last=False)
+                self.save_state()  # before any of this batch's events can leave
+        self.counts["replayed"] += int(np.count_nonzero(replay))
+        self.counts["verdicts"] += len(rows)
         events: list[tuple[str, Event]] = []
-        if flagged.any():
-            for record in self.transport.verdict_args(verdict_rows(verdicts.take(flagged))):
+        if rows:
+            table = pd.DataFrame(rows, columns=[f.name for f in VERDICT_FIELDS])
+            for record in self.transport.verdict_args(table):
                 events.append((self.opts.verdict_topic, Event(VERDICT_EVENT, (record,))))
-            self.counts["verdicts"] += int(np.count_nonzero(flagged))
-        uids = tuple(str(u) for u in frame["uid"].tolist())
-        events.append((self.opts.ack_topic, Event(ACK_EVENT, (uids,))))
+        events.append((self.opts.ack_topic, Event(ACK_EVENT, (tuple(uids),))))
         with self.lock:
             for item in events:
                 if len(self.outbox) >= self.opts.outbox_size:
                     self.counts["outbox_dropped"] += 1
                     continue
                 self.outbox.append(item)
-        for sink in self.sinks.values():
-            sink.write(verdicts)
-            sink.flush()
 
     def _flush_outbox(self) -> None:
         connected = self.transport.connected()
@@ -235,3 +333,10 @@ class BrokerService:
         for sink in self.sinks.values():
             sink.close()
         self.log("stopped", self.status())
+
+
+def _jsonable(value: Any) -> Any:
+    """A verdict row's cell as JSON: numpy scalars unwrapped, NaN -> None, lists of plain values."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [plain(v) for v in value]
+    return plain(value)
