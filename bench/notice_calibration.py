@@ -1,6 +1,7 @@
 """Before/after tables for notice aggregation and site calibration, on the real shared data.
 
-Usage: ``python bench/notice_calibration.py [--model models/conn-cnn-v1.onnx] [--data ../shared/data]``
+Usage: ``python bench/notice_calibration.py [--model models/conn-cnn-v2.onnx] [--data ../shared/data]``
+(default: the CLI's default model, ``zeek_ml.cli.DEFAULT_MODEL``)
 
 Table 1, per site (real benign-ish logs of networks no training file comes from): calibrate on
 the first part of the site's logs (``zeek-ml calibrate ... --until SPLIT``), then count notices
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from zeek_ml.calibrate import SiteProfile, fit_profile  # noqa: E402
+from zeek_ml.cli import DEFAULT_MODEL  # noqa: E402
 from zeek_ml.model import load_model  # noqa: E402
 from zeek_ml.pipeline import Scorer, Verdicts  # noqa: E402
 from zeek_ml.sinks import build_notice_sink  # noqa: E402
@@ -82,16 +84,24 @@ def split_time(files: list[str], rule: str) -> float:
 
 
 def scored(files: list[str], model, since: float | None = None, label: bool = False) -> list[Verdicts]:
+    """Score every row in log order, then keep those at or after ``since`` (and, with ``label``, the benign ones).
+
+    The whole stream is scored, not only the kept rows: a stateful model (conn-cnn-v2's per-host
+    context) scores a row from the same hosts' earlier connections, which a sensor running across
+    the split (and seeing the site's attacks) would have seen too.
+    """
     out = []
     scorer = Scorer(model)
     for batch in iter_batches(files):
+        verdicts = scorer(batch)
+        keep = np.ones(len(batch), dtype=bool)
         if since is not None:
-            batch = batch[batch["ts"].to_numpy(dtype=float, na_value=np.nan) >= since]
+            keep &= batch["ts"].to_numpy(dtype=float, na_value=np.nan) >= since
         if label:
             lab = next(c for c in batch.columns if c.lower() == "label")
-            batch = batch[~batch[lab].astype(str).str.lower().str.startswith("malicious")]
-        if len(batch):
-            out.append(scorer(batch))
+            keep &= ~batch[lab].astype(str).str.lower().str.startswith("malicious").to_numpy()
+        if keep.any():
+            out.append(verdicts if keep.all() else verdicts.take(keep))
     return out
 
 
@@ -105,7 +115,7 @@ def notices(verdicts: list[Verdicts], **options) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "models" / "conn-cnn-v1.onnx"))
+    parser.add_argument("--model", default=str(ROOT / "models" / f"{DEFAULT_MODEL}.onnx"))
     default_data = os.environ.get("ZEEK_ML_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--data", default=default_data)
     parser.add_argument("--profiles", default="/tmp/zeek-ml-profiles", help="where to write the fitted profiles")

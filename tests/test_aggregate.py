@@ -38,12 +38,14 @@ def _read(text: bytes) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=fields)
 
 
-def _run(model, batches, policy=None, threshold=None, state=None) -> tuple[bytes, IncidentSink]:
+def _run(model, batches, policy=None, threshold=None, state=None, scorer_state=None) -> tuple[bytes, IncidentSink]:
     out = io.BytesIO()
     sink = IncidentSink(lambda p, f: ZeekLogWriter(out, p, f, open_time=0.0, close_line=False), policy)
     if state is not None:
         sink.restore(state)
     scorer = Scorer(model, threshold)
+    if scorer_state is not None:
+        scorer.restore(scorer_state)
     for batch in batches:
         sink.write(scorer(batch))
     sink.close()
@@ -76,7 +78,9 @@ def test_two_real_port_scans_give_two_notices_with_the_right_counts(shared_data,
         assert row["suppress_for"] == "3600.000000"
 
 
-def test_output_does_not_depend_on_batch_boundaries_or_restarts(shared_data, model) -> None:
+@pytest.mark.parametrize("name", ["conn-cnn-v1", "conn-cnn-v2"])  # v2 is stateful: its host context is restored too
+def test_output_does_not_depend_on_batch_boundaries_or_restarts(shared_data, name) -> None:
+    model = load_model(ROOT / "models" / f"{name}.onnx")
     rows = pd.concat(list(iter_batches([shared_data / LAB])), ignore_index=True)
     policy = NoticePolicy(suppress_for=60.0)  # short interval: many incidents open and close
     whole, _ = _run(model, [rows], policy, threshold=0.5)
@@ -90,9 +94,11 @@ def test_output_does_not_depend_on_batch_boundaries_or_restarts(shared_data, mod
     for batch in _chunks(rows.iloc[:half], 500):
         first.write(scorer(batch))
     state = json.loads(json.dumps(first.state()))  # what the checkpoint holds
+    scorer_state = json.loads(json.dumps(scorer.state()))
     first.close(final=False)
     assert state["open"], "a live stop keeps open incidents"
-    out2, _ = _run(model, _chunks(rows.iloc[half:], 500), policy, threshold=0.5, state=state)
+    assert bool(scorer_state) == (name == "conn-cnn-v2")  # v1 keeps no context
+    out2, _ = _run(model, _chunks(rows.iloc[half:], 500), policy, threshold=0.5, state=state, scorer_state=scorer_state)
     assert pd.concat([_read(out1.getvalue()), _read(out2)]).reset_index(drop=True).equals(_read(whole))
 
 
@@ -139,23 +145,34 @@ def test_min_severity_filters_and_no_aggregate_keeps_one_per_connection(shared_d
 
 
 def test_cli_real_scan_one_notice_per_scanner_at_the_model_threshold(shared_data, tmp_path) -> None:
+    """The default model (v2) at its own threshold on the lab capture's two real nmap scans."""
     src = shared_data / "zeek_labeled/lab-namespaces-2026-run2.conn.log.labeled.gz"
     res = run_cli("score", str(src), "-o", str(tmp_path / "n.log"), "--all", str(tmp_path / "all.log"), "-q")
     assert res.returncode == 0, res.stderr
     per = run_cli("score", str(src), "-o", str(tmp_path / "p.log"), "--no-aggregate", "--summary-json", "-q")
     notices = _read((tmp_path / "n.log").read_bytes())
     enriched = _read((tmp_path / "all.log").read_bytes())
+    assert (enriched["zeek_ml.model"] == "conn-cnn-v2").all()
     flagged = enriched[enriched["zeek_ml.verdict"] == "T"]
     assert json.loads(per.stdout)["notices"] == len(flagged) > len(notices)  # --all and per-connection unchanged
-    syn = flagged[flagged["detailedlabel"] == "nmap_syn_scan"]
-    scanner = syn["id.orig_h"].unique()
-    assert len(scanner) == 1 and len(syn) > 500
-    mine = notices[notices["src"] == scanner[0]]
-    assert len(mine) == 1  # one notice for the scan, not hundreds
-    from_scanner = flagged[flagged["id.orig_h"] == scanner[0]]
-    assert int(mine["n"].iloc[0]) == len(from_scanner)
-    assert int(mine["zeek_ml.ports"].iloc[0]) == from_scanner["id.resp_p"].nunique()
-    assert np.isin(mine["uid"], from_scanner["uid"]).all()
+    scans = flagged[flagged["detailedlabel"].isin(["nmap_syn_scan", "nmap_connect_scan"])]
+    scanners = scans["id.orig_h"].unique()
+    assert len(scanners) == 2  # two scanners are two incidents
+    for scanner in scanners:
+        scan = scans[scans["id.orig_h"] == scanner]
+        assert len(scan) > 500
+        mine = notices[(notices["src"] == scanner) & (notices["zeek_ml.family"] == "PortScan")]
+        assert len(mine) == 1  # one notice for the scan, not hundreds
+        assert mine["zeek_ml.incident"].iloc[0] == f"internal|PortScan|src={scanner}"
+        assert mine["zeek_ml.severity"].iloc[0] == "high"
+        assert int(mine["n"].iloc[0]) == len(scan)
+        assert int(mine["zeek_ml.ports"].iloc[0]) == scan["id.resp_p"].nunique() > 500
+        assert float(mine["zeek_ml.first_ts"].iloc[0]) == pytest.approx(scan["ts"].astype(float).min(), abs=1e-6)
+        assert float(mine["zeek_ml.last_ts"].iloc[0]) == pytest.approx(scan["ts"].astype(float).max(), abs=1e-6)
+        assert np.isin(mine["uid"], scan["uid"]).all()
+        # the scanner's other flagged rows (its later brute force, DoS) are other incidents, none lost
+        from_scanner = flagged[flagged["id.orig_h"] == scanner]
+        assert notices.loc[notices["src"] == scanner, "n"].astype(int).sum() == len(from_scanner)
 
 
 def test_same_notices_for_any_batching_of_out_of_order_real_rows(shared_data, model) -> None:
