@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import SAMPLE_LOGS
-from zeek_ml.site import LocalNets, directions, severities, severity, severity_rank
-from zeek_ml.zeeklog import iter_batches
+from tests.conftest import SAMPLE_LOGS, run_cli
+from zeek_ml.site import LocalNets, directions, local_discovery, severities, severity, severity_rank
+from zeek_ml.zeeklog import iter_batches, read_frames
 
 
 def _conns(rows: list[tuple[str, str]], local: list[tuple[object, object]] | None = None) -> pd.DataFrame:
@@ -85,3 +88,20 @@ def test_bad_local_net_is_an_error() -> None:
     with pytest.raises(ValueError):
         LocalNets.parse("10.0.0.0/33")
     assert LocalNets.parse(" ,").nets == LocalNets().nets
+
+
+def test_link_local_discovery_chatter_is_not_a_notice_unless_asked(shared_data: Path, tmp_path: Path) -> None:
+    # Real home networks: mDNS, LLMNR and NetBIOS to multicast/broadcast addresses, unanswered (S0)
+    # by design; the model flags them like inbound probes.
+    logs = [shared_data / "zeek_unlabeled/more" / d / "conn.log" for d in ("YasmineAlii-Threat-Detection", "Infomate")]
+    conns = read_frames(logs)
+    chatter = local_discovery(conns)
+    assert chatter.sum() > 20 and not local_discovery(conns[~chatter]).any()
+    assert set(conns.loc[chatter, "id.resp_p"].astype(int)) <= {137, 138, 1900, 3702, 5353, 5355, 67, 68}
+    args = ["score", *map(str, logs), "-o", str(tmp_path / "n.log"), "--no-aggregate", "--summary-json", "-q"]
+    quiet = run_cli(*args)
+    told = run_cli(*args, "--notice-local-discovery")
+    assert quiet.returncode == 0 and told.returncode == 0, quiet.stderr + told.stderr
+    every = json.loads(told.stdout)["notices"]
+    assert every >= 10  # the model does flag them ...
+    assert json.loads(quiet.stdout)["notices"] == 0  # ... and none becomes a notice by default

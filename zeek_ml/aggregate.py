@@ -31,7 +31,7 @@ import pandas as pd
 
 from zeek_ml.notice import ACTIONS, DEFAULT_SUPPRESS_FOR, EMPTY, NOTE, NOTICE_LOG_FIELDS, notices_from_verdicts
 from zeek_ml.pipeline import Verdicts, plain
-from zeek_ml.site import LocalNets, directions, severities, severity, severity_rank
+from zeek_ml.site import LocalNets, directions, local_discovery, severities, severity, severity_rank
 
 if TYPE_CHECKING:
     from zeek_ml.calibrate import SiteProfile
@@ -64,6 +64,9 @@ class NoticePolicy:
     suppress_for: float = DEFAULT_SUPPRESS_FOR
     min_severity: str = "low"
     profile: SiteProfile | None = None
+    local_discovery: bool = False
+    """Also notice link-local discovery chatter (mDNS, LLMNR, NetBIOS... to multicast/broadcast),
+    which is left out by default: see :func:`zeek_ml.site.local_discovery`."""
 
     def __post_init__(self) -> None:
         severity_rank(self.min_severity)
@@ -85,6 +88,8 @@ class NoticePolicy:
         if self.profile is not None and self.profile.thresholds:
             floor = min([floor, *self.profile.thresholds.values()])
         idx = np.flatnonzero(scores >= floor)
+        if not self.local_discovery and len(idx):
+            idx = idx[~local_discovery(verdicts.conns.iloc[idx])]
         sub = verdicts.conns.iloc[idx]
         direction = directions(sub, self.nets)
         threshold = np.full(len(idx), float(verdicts.threshold))

@@ -109,6 +109,12 @@ def add_notice_options(parser: argparse.ArgumentParser) -> None:
         "--min-severity", choices=("low", "medium", "high"), default="low", help="write notices at least this severe"
     )
     group.add_argument("--profile", metavar="SITE.json", help="site profile from 'zeek-ml calibrate'")
+    group.add_argument(
+        "--notice-local-discovery",
+        action="store_true",
+        help="also notice mDNS, LLMNR, NetBIOS, SSDP and DHCP chatter to multicast/broadcast addresses "
+        "(never an inbound attack; left out by default)",
+    )
 
 
 def notice_options(args: argparse.Namespace) -> dict:
@@ -137,6 +143,7 @@ def notice_options(args: argparse.Namespace) -> dict:
         "local_nets": nets,
         "min_severity": args.min_severity,
         "profile": profile,
+        "local_discovery": args.notice_local_discovery,
     }
 
 

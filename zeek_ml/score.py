@@ -82,13 +82,14 @@ def score_logs(
     min_severity: str = "low",
     profile: Any = None,
     source: str = "auto",
+    local_discovery: bool = False,
 ) -> ScoreSummary:
     """Score every connection of ``inputs`` and write the notices to ``notice_out``.
 
     ``threshold`` overrides the model card's. ``all_out`` also writes every
     connection with its score (an enriched conn log). Malformed lines go to
     ``rejects`` and the run goes on, unless ``strict``. ``aggregate``, ``suppress_for``,
-    ``local_nets``, ``min_severity`` and ``profile`` shape the notices
+    ``local_nets``, ``min_severity``, ``profile`` and ``local_discovery`` shape the notices
     (:func:`~zeek_ml.sinks.build_notice_sink`). ``source``: ``auto``, ``zeek`` or ``suricata``
     (eve.json flow events; ``local_nets`` also sets their ``local_orig``/``local_resp``).
     ``fmt="eve"`` writes the notices as Suricata eve alert events
@@ -106,6 +107,7 @@ def score_logs(
         "local_nets": local_nets,
         "min_severity": min_severity,
         "profile": profile,
+        "local_discovery": local_discovery,
     }
     if fmt == "eve":
         from zeek_ml.suricata import EveAlertSink

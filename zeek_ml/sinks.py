@@ -110,6 +110,7 @@ def build_notice_sink(
     local_nets: str | Sequence[str] | None = None,
     min_severity: str = "low",
     profile: str | os.PathLike[str] | SiteProfile | None = None,
+    local_discovery: bool = False,
 ) -> IncidentSink | ConnectionNoticeSink:
     """The notice sink ``score`` and ``watch`` write through, built from their options.
 
@@ -118,7 +119,8 @@ def build_notice_sink(
     profile's, else 3600); ``local_nets``: CIDRs (text ``"10.0.0.0/8,..."`` or a list) for
     direction where the log has no ``local_orig``/``local_resp``; ``min_severity``: ``low``,
     ``medium`` or ``high``; ``profile``: a site profile (path or
-    :class:`~zeek_ml.calibrate.SiteProfile`). Raises ValueError on a bad option or profile.
+    :class:`~zeek_ml.calibrate.SiteProfile`); ``local_discovery``: also notice mDNS/LLMNR/NetBIOS/SSDP
+    chatter to multicast or broadcast addresses (left out by default). Raises ValueError on a bad option.
     """
     from zeek_ml.aggregate import ConnectionNoticeSink, IncidentSink, NoticePolicy
     from zeek_ml.calibrate import SiteProfile
@@ -135,5 +137,6 @@ def build_notice_sink(
         suppress_for=float(suppress_for),
         min_severity=min_severity,
         profile=site,
+        local_discovery=local_discovery,
     )
     return IncidentSink(factory, policy) if aggregate else ConnectionNoticeSink(factory, policy)

@@ -164,3 +164,22 @@ def severities(direction: Sequence[str], family: Sequence[str | None] | None = N
         fam = pd.Series(np.asarray(family, dtype=object)).fillna("").astype(str)
         high = fam.map({f: is_high_family(f) for f in fam.unique()}).to_numpy(dtype=bool)
     return np.where(local, np.where(high, "high", "medium"), "low").astype(object)
+
+
+LOCAL_DISCOVERY_PORTS: frozenset[int] = frozenset({67, 68, 137, 138, 1900, 3702, 5353, 5355})
+"""UDP ports of link-local discovery and naming (DHCP, NetBIOS, SSDP, WS-Discovery, mDNS, LLMNR)."""
+
+
+def local_discovery(conns: pd.DataFrame) -> np.ndarray:
+    """Rows that are link-local discovery chatter: UDP to a multicast or broadcast address on a
+    discovery/naming port (mDNS, LLMNR, NetBIOS, SSDP, WS-Discovery, DHCP). Nobody answers them
+    by design, so they end ``S0`` like an unanswered probe, but no attacker sends them inbound."""
+    if not len(conns):
+        return np.zeros(0, dtype=bool)
+    resp = conns["id.resp_h"].astype(str).str.lower()
+    first = pd.to_numeric(resp.str.extract(r"^(\d+)\.", expand=False), errors="coerce")
+    multicast = first.between(224, 239).to_numpy() | resp.str.startswith("ff").to_numpy()
+    broadcast = resp.str.endswith(".255").to_numpy()
+    port = pd.to_numeric(conns["id.resp_p"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    udp = (conns["proto"].astype(str) == "udp").to_numpy()
+    return udp & (multicast | broadcast) & np.isin(port, list(LOCAL_DISCOVERY_PORTS))
