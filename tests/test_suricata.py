@@ -349,7 +349,7 @@ def test_alert_sink_writes_one_valid_alert_per_flagged_flow(tmp_path: Path) -> N
     frame, _, _ = _read(EXCERPT)
     verdicts = _verdicts(frame)
     out = tmp_path / "alerts.json"
-    sink = EveAlertSink(out, aggregate=False)
+    sink = EveAlertSink(out, aggregate=False, local_discovery=True)  # every flow, its SSDP/mDNS included
     assert sink.write(verdicts) == len(frame)
     sink.flush()
     sink.close()
@@ -375,7 +375,7 @@ def test_alert_sink_family_reasons_and_aggregation(tmp_path: Path) -> None:
     codes = np.array([("conn_state", "history_first")] * n, dtype=object)
     verdicts = _verdicts(frame, family=family, reasons=reasons, reason_codes=codes)
     out = tmp_path / "per-conn.json"
-    sink = EveAlertSink(out, aggregate=False)
+    sink = EveAlertSink(out, aggregate=False, local_discovery=True)
     sink.write(verdicts)
     sink.close()
     alerts = [json.loads(line) for line in out.read_text().splitlines()]
@@ -390,7 +390,7 @@ def test_alert_sink_family_reasons_and_aggregation(tmp_path: Path) -> None:
     assert SID_BASE + 900 <= other["alert"]["signature_id"] < SID_BASE + 1000
     # Aggregated (the default): one alert per incident, counting its connections; state is JSON.
     out = tmp_path / "incidents.json"
-    sink = EveAlertSink(out)
+    sink = EveAlertSink(out, local_discovery=True)
     sink.write(verdicts)
     state = json.loads(json.dumps(sink.state()))
     sink.close()

@@ -188,6 +188,8 @@ class Incident:
     threshold: float = 1.0
     rep: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] | None = None
+    why: str = ""
+    """The top connection's reasons in words."""
     srcs: set[str] = field(default_factory=set)
     dsts: set[str] = field(default_factory=set)
     ports: set[str] = field(default_factory=set)
@@ -206,6 +208,7 @@ class Incident:
             threshold=self.threshold,
             rep=self.rep,
             reasons=self.reasons,
+            why=self.why,
             srcs=sorted(self.srcs),
             dsts=sorted(self.dsts),
             ports=sorted(self.ports),
@@ -218,7 +221,7 @@ class Incident:
     def from_json(cls, d: dict[str, Any]) -> Incident:
         inc = cls(**{k: d[k] for k in ("key", "direction", "family", "by", "anchor", "first_ts", "last_ts")})
         inc.n, inc.top_score, inc.threshold = int(d["n"]), float(d["top_score"]), float(d["threshold"])
-        inc.rep, inc.reasons = dict(d["rep"]), d.get("reasons")
+        inc.rep, inc.reasons, inc.why = dict(d["rep"]), d.get("reasons"), str(d.get("why") or "")
         inc.srcs, inc.dsts, inc.ports = set(d["srcs"]), set(d["dsts"]), set(d["ports"])
         inc.unexplained, inc.patterns = int(d["unexplained"]), set(d["patterns"])
         return inc
@@ -346,6 +349,8 @@ class IncidentSink:
             if verdicts.reason_codes is not None:
                 codes = verdicts.reason_codes[int(cand.idx[best])]
                 inc.reasons = None if codes is None else [str(c) for c in codes]
+            if verdicts.reasons is not None:
+                inc.why = str(verdicts.reasons[int(cand.idx[best])] or "")
         inc.threshold = min(inc.threshold, float(cand.threshold[rows].min()))
         inc.srcs.update(np.unique(orig[rows]).tolist())
         inc.dsts.update(np.unique(resp[rows]).tolist())
@@ -403,6 +408,8 @@ class IncidentSink:
             f"{rep.get('id.resp_h')}:{rep.get('id.resp_p')}, {rep.get('service') or 'no service'}, "
             f"{rep.get('conn_state')}, uid {rep.get('uid')})"
         )
+        if inc.why:
+            msg += f"; why: {inc.why}"
         return {
             "ts": inc.first_ts,
             "uid": rep.get("uid"),
