@@ -358,7 +358,7 @@ def test_eve_json_in_eve_alerts_out_exactly_once(tmp_path: Path) -> None:
     logs, out = dirs(tmp_path)
     live = logs / "eve.json"
     live.write_bytes(b"".join(lines[:8]))
-    opts = ("--format", "eve", "--threshold", "0", "--no-aggregate")
+    opts = ("--format", "eve", "--threshold", "0", "--no-aggregate", "--notice-local-discovery")
     drain(logs, out, *opts)
     with open(live, "ab") as f:
         f.writelines(lines[8:])
