@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
 from zeek_ml.aggregate import IncidentSink, NoticePolicy
 from zeek_ml.model import load_model
 from zeek_ml.pipeline import Scorer
@@ -212,3 +213,17 @@ def test_cli_suppression_interval_splits_a_long_scan(shared_data, tmp_path) -> N
     assert len(_read((tmp_path / "m.log").read_bytes())) == 1
     bad = run_cli("score", str(src), "-o", str(tmp_path / "x.log"), "--suppress-for", "0")
     assert bad.returncode == 2 and "--suppress-for" in bad.stderr
+
+
+def test_data_time_jumping_back_a_day_starts_a_new_clock(tmp_path: Path) -> None:
+    # Two real captures in one run, the second with relative ts (0 .. 2,588 s) after one from
+    # 2022: without a fresh clock every connection of the second would close its incident at
+    # once (224 notices for one C&C channel); with it, each capture gives its own notices.
+    first = SAMPLE_LOGS / "ctu-normal-40.first2000.conn.log.labeled.gz"
+    second = SAMPLE_LOGS / "001-zeek-scenario-malicious.labeled-conn.log.gz"
+    counts = []
+    for inputs in ([first], [second], [first, second]):
+        res = run_cli("score", *map(str, inputs), "-o", str(tmp_path / "n.log"), "--summary-json", "-q")
+        assert res.returncode == 0, res.stderr
+        counts.append(json.loads(res.stdout)["notices"])
+    assert counts[1] >= 1 and counts[2] == counts[0] + counts[1]

@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from zeek_ml.calibrate import SiteProfile
     from zeek_ml.sinks import WriterFactory
 
+TIME_JUMP = 86400.0
+"""Seconds data time may go back before it counts as another capture (a conn's ts is its start,
+so a long connection logged late is a few hours behind at most)."""
+
 REP_FIELDS: tuple[str, ...] = (
     "uid",
     "id.orig_h",
@@ -270,7 +274,18 @@ class IncidentSink:
             return 0
         self.model = (verdicts.model_name, verdicts.model_version)
         ts = verdicts.conns["ts"].to_numpy(dtype=float, na_value=np.nan)
-        wm = np.maximum.accumulate(np.concatenate([[self.watermark], np.where(np.isnan(ts), -np.inf, ts)]))[1:]
+        wm = np.maximum.accumulate(np.concatenate([[self.watermark], np.where(np.isnan(ts), -np.inf, ts)]))
+        # Data time jumping back by more than a day is another capture (or a log with relative
+        # ts), not a late row: close what is open, then start that capture's clock afresh.
+        back = np.flatnonzero(ts < wm[:-1] - TIME_JUMP)
+        if len(back):
+            cut = int(back[0])
+            written = self.write(verdicts.take(np.arange(len(ts)) < cut)) if cut else 0
+            written += self._emit(sorted(self.open.values(), key=lambda i: (i.anchor, i.key)))
+            self.open = {}
+            self.watermark = -math.inf
+            return written + self.write(verdicts.take(np.arange(len(ts)) >= cut))
+        wm = wm[1:]
         closing: list[tuple[int, float, str, Incident]] = []
         self._last_row: dict[str, int] = {}  # key -> last batch row joined (close no earlier than that)
         cand = self.policy.candidates(verdicts)
