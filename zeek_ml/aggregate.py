@@ -361,11 +361,10 @@ class IncidentSink:
             inc.top_score = float(scores[best])
             row = verdicts.conns.iloc[int(cand.idx[best])]
             inc.rep = {f: plain(row.get(f)) for f in REP_FIELDS}
-            if verdicts.reason_codes is not None:
-                codes = verdicts.reason_codes[int(cand.idx[best])]
-                inc.reasons = None if codes is None else [str(c) for c in codes]
-            if verdicts.reasons is not None:
-                inc.why = str(verdicts.reasons[int(cand.idx[best])] or "")
+            why = verdicts.why(np.array([int(cand.idx[best])]))
+            if why is not None:
+                inc.why = str(why[0][0] or "")
+                inc.reasons = [str(c) for c in why[1][0]]
         inc.threshold = min(inc.threshold, float(cand.threshold[rows].min()))
         inc.srcs.update(np.unique(orig[rows]).tolist())
         inc.dsts.update(np.unique(resp[rows]).tolist())

@@ -272,7 +272,8 @@ class ConnModel:
         return scores
 
     def explain(self, verdicts) -> None:
-        """Fill ``verdicts.family``/``reasons``/``reason_codes`` for the flagged rows of the last batch scored."""
+        """Fill ``verdicts.family`` for the flagged rows of the last batch scored, and give it the means
+        to explain any of its rows (``verdicts.reasons``, ``verdicts.why``)."""
         if self._last is None or len(self._last[0]) != len(verdicts):
             return
         X, fam = self._last
@@ -284,16 +285,9 @@ class ConnModel:
                 family[flagged] = np.asarray(self.families, dtype=object)[fam[flagged].argmax(1)]
             verdicts.family = family
         if self.explainer is not None:
-            reasons = np.full(n, "", dtype=object)
-            codes = np.empty(n, dtype=object)
-            codes[:] = [()] * n
-            if len(flagged):
-                words, keys = self.explainer.explain(X[flagged], np.asarray(verdicts.scores)[flagged])
-                reasons[flagged] = words
-                for i, k in zip(flagged, keys, strict=True):
-                    codes[i] = k
-            verdicts.reasons = reasons
-            verdicts.reason_codes = codes
+            explainer, scores = self.explainer, np.asarray(verdicts.scores)
+            # Lazily: a sink asks for the rows it writes (one per incident when aggregating).
+            verdicts.explain = lambda rows: explainer.explain(X[rows], scores[rows])
 
 
 def check_spec(model_spec: FeatureSpec, code_spec: FeatureSpec | None = None) -> None:

@@ -11,7 +11,8 @@ touch features or the model.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,9 +30,18 @@ def plain(value: Any) -> Any:
     return value
 
 
+Explain = Callable[[np.ndarray], tuple[list[str], list[tuple[str, ...]]]]
+"""``explain(rows) -> (words, codes)``: why the given rows of a batch scored as they did."""
+
+
 @dataclass
 class Verdicts:
-    """The model's answer for one batch of conn records, row for row."""
+    """The model's answer for one batch of conn records, row for row.
+
+    Reasons are computed when first asked for (``reasons``/``reason_codes`` for every flagged
+    row, :meth:`why` for a few), so that an incident's notice explains one connection, not
+    thousands: explanations cost a forward pass per feature group.
+    """
 
     conns: pd.DataFrame
     """The batch, in the conn record schema (conn.log's field names)."""
@@ -42,10 +52,10 @@ class Verdicts:
     model_version: str
     family: np.ndarray | None = None
     """Predicted attack family per row (object [N] of str), when the model names one."""
-    reasons: np.ndarray | None = None
-    """Why a row scored high, in words (object [N] of str; empty for rows not flagged)."""
-    reason_codes: np.ndarray | None = None
-    """The same, machine-readable (object [N] of tuples of feature names)."""
+    explain: Explain | None = field(default=None, repr=False)
+    """How to explain rows of this batch, when the model can."""
+    _reasons: np.ndarray | None = field(default=None, repr=False)
+    _reason_codes: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def flagged(self) -> np.ndarray:
@@ -55,9 +65,54 @@ class Verdicts:
     def __len__(self) -> int:
         return len(self.conns)
 
+    @property
+    def reasons(self) -> np.ndarray | None:
+        """Why a row scored high, in words (object [N] of str; empty for rows not flagged)."""
+        self._explain_flagged()
+        return self._reasons
+
+    @reasons.setter
+    def reasons(self, value: np.ndarray | None) -> None:
+        self._reasons = value
+
+    @property
+    def reason_codes(self) -> np.ndarray | None:
+        """The same, machine-readable (object [N] of tuples of feature-group names)."""
+        self._explain_flagged()
+        return self._reason_codes
+
+    @reason_codes.setter
+    def reason_codes(self, value: np.ndarray | None) -> None:
+        self._reason_codes = value
+
+    def why(self, rows: np.ndarray) -> tuple[list[str], list[tuple[str, ...]]] | None:
+        """(words, codes) for a few ``rows`` only; None if the model gives no reasons."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._reasons is not None and self._reason_codes is not None:
+            return [str(self._reasons[i]) for i in rows], [tuple(self._reason_codes[i]) for i in rows]
+        if self.explain is None:
+            return None
+        return self.explain(rows)
+
+    def _explain_flagged(self) -> None:
+        if self.explain is None or self._reasons is not None:
+            return
+        n = len(self)
+        words = np.full(n, "", dtype=object)
+        codes = np.empty(n, dtype=object)
+        codes[:] = [()] * n
+        rows = np.flatnonzero(self.flagged)
+        if len(rows):
+            got_words, got_codes = self.explain(rows)
+            words[rows] = got_words
+            for i, c in zip(rows, got_codes, strict=True):
+                codes[i] = c
+        self._reasons, self._reason_codes = words, codes
+
     def take(self, mask: np.ndarray) -> Verdicts:
         """The rows where ``mask`` is true."""
         idx = np.flatnonzero(mask)
+        parent = self.explain
         return Verdicts(
             conns=self.conns.iloc[idx],
             scores=np.asarray(self.scores)[idx],
@@ -65,8 +120,9 @@ class Verdicts:
             model_name=self.model_name,
             model_version=self.model_version,
             family=None if self.family is None else self.family[idx],
-            reasons=None if self.reasons is None else self.reasons[idx],
-            reason_codes=None if self.reason_codes is None else self.reason_codes[idx],
+            explain=None if parent is None else (lambda rows: parent(idx[np.asarray(rows, dtype=np.int64)])),
+            _reasons=None if self._reasons is None else self._reasons[idx],
+            _reason_codes=None if self._reason_codes is None else self._reason_codes[idx],
         )
 
 
