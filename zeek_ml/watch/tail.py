@@ -253,7 +253,7 @@ class LogFollower:
         return segments
 
     def lag_bytes(self) -> int:
-        """Bytes written to the live file (and rotated files still to read) not read yet."""
+        """Bytes of the file being read that are not read yet (rotated files still queued not counted)."""
         cur = self.current
         if cur is None:
             try:
