@@ -28,7 +28,6 @@ incidents, up to ``unexplained_share`` of the connections may match no pattern).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,9 +39,11 @@ import numpy as np
 import pandas as pd
 
 from zeek_ml import __version__
+from zeek_ml.model import sha256_file
 from zeek_ml.notice import DEFAULT_SUPPRESS_FOR
 from zeek_ml.pipeline import Scorer, Verdicts
 from zeek_ml.site import DIRECTIONS, LocalNets, directions
+from zeek_ml.watch.durable import write_json_atomic
 from zeek_ml.zeeklog import ReadStats, RejectLog, iter_batches
 
 PROFILE_FORMAT = "zeek-ml-site-profile"
@@ -162,11 +163,7 @@ class SiteProfile:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the profile as indented JSON (atomically: temp file, then rename)."""
-        tmp = f"{os.fspath(path)}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_json(), indent=2)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> SiteProfile:
@@ -216,14 +213,6 @@ class SiteProfile:
 
 
 # --------------------------------------------------------------------------- fitting
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _iso(ts: float | None) -> str | None:
@@ -287,7 +276,7 @@ def score_stretch(
         frame["site_key"] = site_key
         cands.append(frame)
     files = [
-        {"path": path, "rows": n, "sha256": _sha256(path) if os.path.isfile(path) else None}
+        {"path": path, "rows": n, "sha256": sha256_file(path) if os.path.isfile(path) else None}
         for path, n in per_file.items()
     ]
     cand = (

@@ -261,8 +261,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if not args.path or not args.output:
         raise CliError("watch needs PATH and -o/--output (or --print-systemd-unit)", EXIT_INPUT)
     model = _load(args.model)
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise CliError(f"--threshold {args.threshold}: must be between 0 and 1", EXIT_INPUT)
     options = WatchOptions(
         path=args.path,
         notice_out=args.output,
@@ -272,7 +270,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         verdicts_out=args.verdicts,
         rejects_out=args.rejects,
         checkpoint=args.checkpoint,
-        threshold=args.threshold,
+        threshold=_threshold(model, args),
         poll_interval=args.poll_interval,
         use_events=not args.poll,
         batch_bytes=args.batch_kib << 10,

@@ -21,11 +21,18 @@ from collections.abc import Callable
 from typing import Any
 
 
-def write_json_atomic(path: str, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` so a reader (or a crash) sees the old file or the new, never a mix."""
+def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any], *, indent: int | None = None) -> None:
+    """Write ``data`` to ``path`` so a reader (or a crash) sees the old file or the new, never a mix.
+
+    Compact with sorted keys (checkpoints), or with ``indent`` for people: keys in their order, a final newline.
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    if indent is None:
+        payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    else:
+        payload = (json.dumps(data, indent=indent) + "\n").encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         _write_all(fd, payload)

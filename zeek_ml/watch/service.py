@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from zeek_ml.pipeline import Scorer
-from zeek_ml.sinks import EnrichedSink, build_notice_sink
+from zeek_ml.sinks import EnrichedSink, build_notice_sink, enriched_fields
 from zeek_ml.watch.durable import AppendLog, read_json, write_json_atomic
 from zeek_ml.watch.tail import LogFollower, Segment
-from zeek_ml.zeeklog.reader import ReadStats, RejectLog, _Context
+from zeek_ml.zeeklog.reader import ReadStats, RejectLog, _Context, make_parser
 from zeek_ml.zeeklog.writer import ZeekLogWriter, zeek_time_string
 
 CHECKPOINT_VERSION = 1
@@ -153,7 +153,7 @@ class Watcher:
             sink = EnrichedSink(live_writer("all"), keep_extra=False)
             self.sinks["all"] = sink
             # Open it now so its checkpointed size is known before the first batch.
-            sink.writer = live_writer("all")("conn", _enriched_fields())
+            sink.writer = live_writer("all")("conn", enriched_fields(None))
         if o.verdicts_out:
             from zeek_ml.verdicts import VerdictFileSink, verdict_file_header
 
@@ -180,13 +180,7 @@ class Watcher:
             )
 
     def _make_parser(self, path: str, first_bytes: bytes) -> Any:
-        from zeek_ml.zeeklog import reader
-
-        make = getattr(reader, "make_parser", None)
-        if make is not None:
-            return make(path, first_bytes, self.ctx)
-        stripped = first_bytes.lstrip()
-        return reader._JsonParser(path, self.ctx) if stripped.startswith(b"{") else reader._TsvParser(path, self.ctx)
+        return make_parser(path, first_bytes, self.ctx)
 
     def _on_follower_event(self, kind: str, info: dict[str, Any]) -> None:
         level = "warning" if kind in ("file_missing", "file_truncated") else "info"
@@ -254,12 +248,13 @@ class Watcher:
         for name, out in self.outputs.items():
             replay += out.recover(saved.get("outputs", {}).get(name))
         self.replaying = replay > 0
+        current = (saved.get("input") or {}).get("current") or {}
         self.log(
             "resumed",
             {
                 "checkpoint": self.checkpoint_path,
-                "file": (saved.get("input") or {}).get("current", {}) and saved["input"]["current"]["path"],
-                "offset": ((saved.get("input") or {}).get("current") or {}).get("offset"),
+                "file": current.get("path"),
+                "offset": current.get("offset"),
                 "unconfirmed_output_lines": replay,
             },
         )
@@ -316,11 +311,12 @@ class Watcher:
                 written = sink.write(verdicts)
                 if name == "notice":
                     self.counts["notices"] += written
-            ends = frame["ts"].to_numpy(dtype=float, na_value=np.nan) + frame["duration"].to_numpy(
-                dtype=float, na_value=0.0
-            )
-            if len(ends) and not np.all(np.isnan(ends)):
-                newest = np.nanmax([newest, np.nanmax(ends)])
+            if self.metrics is not None:  # lag: the end of the newest connection scored
+                ends = frame["ts"].to_numpy(dtype=float, na_value=np.nan) + frame["duration"].to_numpy(
+                    dtype=float, na_value=0.0
+                )
+                if len(ends) and not np.all(np.isnan(ends)):
+                    newest = np.nanmax([newest, np.nanmax(ends)])
         self._dirty = True
         if time.monotonic() - self._last_commit >= self.opts.checkpoint_interval:
             self._commit()
@@ -459,9 +455,3 @@ class _Null:
 
     def flush(self) -> None:
         pass
-
-
-def _enriched_fields() -> list[tuple[str, str]]:
-    from zeek_ml.sinks import enriched_fields
-
-    return enriched_fields(None)

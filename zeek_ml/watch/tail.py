@@ -19,16 +19,17 @@ file that vanished before it was drained is reported with what was missed.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import gzip
 import hashlib
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
+
+from zeek_ml.zeeklog.reader import _Header, _open_binary
+from zeek_ml.zeeklog.writer import zeek_time
 
 FINGERPRINT_BYTES = 4096
 """How much of a file's start identifies it (its header with ``#open``, its first rows)."""
@@ -73,19 +74,9 @@ class TrackedFile:
         return {k: getattr(self, k) for k in keep}
 
 
-def _open_binary(path: str) -> tuple[IO[bytes], bool]:
-    f = open(path, "rb")  # noqa: SIM115
-    magic = f.read(2)
-    f.seek(0)
-    if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f), True  # type: ignore[return-value]
-    return f, False
-
-
 def _head(path: str, n: int = FINGERPRINT_BYTES) -> bytes:
     try:
-        f, _ = _open_binary(path)
-        with f:
+        with _open_binary(path) as f:
             return f.read(n)
     except (OSError, EOFError):
         return b""
@@ -117,8 +108,9 @@ def open_key(path: str, head: bytes) -> float:
     if a:
         stamps.append(a.group(1) + "-" + a.group(2).replace(":", "-"))
     for stamp in stamps:
-        with contextlib.suppress(ValueError, OverflowError):
-            return time.mktime(time.strptime(stamp, "%Y-%m-%d-%H-%M-%S"))
+        opened = zeek_time(stamp)
+        if opened is not None:
+            return opened
     try:
         return os.stat(path).st_mtime
     except OSError:
@@ -294,7 +286,7 @@ class LogFollower:
         if cur.parser is None:
             cur.parser = self.make_parser(cur.path, data)
             if cur.header is not None and hasattr(cur.parser, "header"):
-                cur.parser.header = _header_from(cur.parser, cur.header)
+                cur.parser.header = _Header(**cur.header)
         cur.offset += len(data)
         cur.line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
         self._refresh_fingerprint(cur)
@@ -428,7 +420,8 @@ class LogFollower:
         return None
 
     def _attach(self, cur: TrackedFile, skip: int) -> None:
-        handle, compressed = _open_binary(cur.path)
+        handle = _open_binary(cur.path)
+        compressed = isinstance(handle, gzip.GzipFile)
         cur.handle, cur.compressed = handle, compressed
         if skip:
             if compressed:
@@ -468,12 +461,3 @@ class LogFollower:
             return
         head = _head(cur.path, want) if cur.compressed or cur.handle is None else os.pread(cur.handle.fileno(), want, 0)
         cur.fp_len, cur.fp_hash = len(head), _hash(head)
-
-
-def _header_from(parser: Any, saved: dict[str, Any]) -> Any:
-    cls = type(parser.header) if parser.header is not None else None
-    if cls is None:
-        from zeek_ml.zeeklog.reader import _Header
-
-        cls = _Header
-    return cls(**saved)

@@ -10,7 +10,6 @@ reason, kept aside if asked, and the run goes on, unless ``strict``.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import glob
 import gzip
 import io
@@ -40,6 +39,7 @@ from zeek_ml.zeeklog.schema import (
     pandas_dtype,
     to_pandas,
 )
+from zeek_ml.zeeklog.writer import zeek_time
 
 DEFAULT_BATCH_BYTES = 8 << 20
 """Bytes of log text per batch: about 50k conn rows, so memory stays flat."""
@@ -193,10 +193,9 @@ def _time_key(path: str) -> tuple[float, str]:
     for line in head.split(b"\n")[:-1]:
         line = line.strip()
         if line.startswith(b"#open"):
-            value = line[5:].strip().decode("ascii", "replace")
-            with contextlib.suppress(ValueError):
-                opened = dt.datetime.strptime(value, "%Y-%m-%d-%H-%M-%S")
-                return (opened.replace(tzinfo=dt.UTC).timestamp(), path)
+            opened = zeek_time(line[5:].decode("ascii", "replace"))
+            if opened is not None:
+                return (opened, path)
         elif line and not line.startswith(b"#") and first_ts is None:
             first_ts = _first_ts(line)
             if first_ts is not None and not head.lstrip().startswith(b"#"):

@@ -28,6 +28,14 @@ def zeek_time_string(epoch: float) -> str:
     return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(epoch))
 
 
+def zeek_time(stamp: str) -> float | None:
+    """Epoch of a ``#open``/``#close`` stamp (or a rotated file name's), local time; None if not one."""
+    try:
+        return time.mktime(time.strptime(stamp.strip(), "%Y-%m-%d-%H-%M-%S"))
+    except (ValueError, OverflowError):
+        return None
+
+
 class ZeekLogWriter:
     """A Zeek log file: ``fields`` is a list of (name, Zeek type) in column order.
 
