@@ -38,6 +38,8 @@ __all__ = [
     "MALICIOUS_VALUES",
     "Labelled",
     "binary_metrics",
+    "false_positive_sources",
+    "leave_family_out",
     "load_labelled",
     "loco",
     "threshold_for_fpr",
@@ -47,6 +49,8 @@ BENIGN_VALUES = frozenset({"benign", "normal", "0", "false", "f"})
 MALICIOUS_VALUES = frozenset({"malicious", "attack", "anomaly", "1", "true", "t"})
 DETAIL_COLUMNS = ("detailedlabel", "detailed-label", "detailed_label", "attack_cat", "family")
 DEFAULT_TARGET_FPR = 0.001
+#: conn.log fields kept per labelled row to say where false positives come from
+KEY_COLUMNS = ("id.orig_h", "id.resp_h", "id.resp_p", "proto", "conn_state", "service")
 
 
 # --------------------------------------------------------------------------- data
@@ -64,6 +68,7 @@ class Labelled:
     y: np.ndarray  # 1.0 = malicious
     detail: np.ndarray  # detailed label (str), "-" when none
     n_background: int
+    keys: pd.DataFrame | None = None  # who talked to whom (KEY_COLUMNS) per labelled row, for error analysis
 
     def X(self, spec: FeatureSpec) -> np.ndarray:
         """Feature matrix for a spec."""
@@ -111,6 +116,12 @@ def load_labelled(
         detail = frame.loc[keep, detail_col].astype("str").fillna("-").to_numpy(dtype=object)
     else:
         detail = np.full(int(keep.sum()), "-", dtype=object)
+    keys = pd.DataFrame(
+        {
+            k: (frame.loc[keep, k].astype("str").fillna("-").to_numpy() if k in frame.columns else "-")
+            for k in KEY_COLUMNS
+        }
+    )
     return Labelled(
         name=capture_name(path),
         path=path,
@@ -120,6 +131,7 @@ def load_labelled(
         y=(lab[keep] == 1).astype(np.float32),
         detail=detail,
         n_background=int((~keep).sum()),
+        keys=keys,
     )
 
 
@@ -325,6 +337,9 @@ def loco(
                     mal = c.y == 1
                     m["family_accuracy"] = float((fam_pred[i][mal] == fam_all[i][mal]).mean())
                 entry["per_capture"][c.name] = m
+            per_th = [entry["per_capture"][c.name]["threshold"] for c in caps]
+            if all(c.keys is not None for c in caps):
+                entry["false_positive_sources"] = false_positive_sources(caps, oof, per_th)
             if oof_out is not None:
                 oof_out[name] = oof
             yp, sp, tp_ = np.concatenate([c.y for c in caps]), np.concatenate(oof), np.concatenate(ths)
@@ -349,6 +364,142 @@ def loco(
                 f"FPR {_f(p['benign_fpr'], True)} ({entry['seconds']} s)"
             )
     return clean(results)
+
+
+def false_positive_sources(
+    caps: Sequence[Labelled], scores: Sequence[np.ndarray], thresholds: Sequence[float], top: int = 10
+) -> dict:
+    """Where the benign rows at or above their capture's threshold come from.
+
+    Groups the false positives by (capture, responder address, responder port, proto), largest first, each with
+    its originators and connection states, so a reader can tell one chatty destination (or a mislabelled one)
+    from a broad pattern. Needs ``Labelled.keys``.
+    """
+    parts = []
+    for c, s, th in zip(caps, scores, thresholds):
+        if c.keys is None:
+            raise ValueError(f"{c.name}: no key columns (load it with load_labelled)")
+        hit = (c.y == 0) & (np.asarray(s) >= th)
+        if hit.any():
+            parts.append(c.keys.loc[hit].assign(capture=c.name))
+    total = sum(len(p) for p in parts)
+    out: dict = {"false_positives": total, "groups": []}
+    if not total:
+        return out
+    fp = pd.concat(parts, ignore_index=True)
+    by = ["capture", "id.resp_h", "id.resp_p", "proto"]
+    for key, g in sorted(fp.groupby(by, sort=False), key=lambda kv: (-len(kv[1]), kv[0]))[:top]:
+        states = g["conn_state"].value_counts()
+        out["groups"].append(
+            {
+                **dict(zip(["capture", "resp_h", "resp_p", "proto"], key)),
+                "rows": len(g),
+                "share": len(g) / total,
+                "originators": int(g["id.orig_h"].nunique()),
+                "top_originator": str(g["id.orig_h"].value_counts().index[0]),
+                "conn_states": {str(k): int(v) for k, v in states.head(4).items()},
+                "service": str(g["service"].value_counts().index[0]),
+            }
+        )
+    return out
+
+
+def false_positive_markdown(fp: dict) -> list[str]:
+    """Markdown table of :func:`false_positive_sources`."""
+    if not fp["false_positives"]:
+        return ["No benign row reached its threshold."]
+    shown = sum(g["rows"] for g in fp["groups"])
+    L = [
+        f"{fp['false_positives']} benign rows at or above their capture's threshold; the {len(fp['groups'])} largest "
+        f"groups (by capture, responder, port, proto) hold {shown} of them.",
+        "",
+        "| capture | responder | port/proto | benign rows flagged | share | originators | states | service |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for g in fp["groups"]:
+        st = ", ".join(f"{k} {v}" for k, v in g["conn_states"].items())
+        orig = g["top_originator"] if g["originators"] == 1 else f"{g['originators']} (top {g['top_originator']})"
+        L.append(
+            f"| {g['capture']} | {g['resp_h']} | {g['resp_p']}/{g['proto']} | {g['rows']} | {100 * g['share']:.0f} % "
+            f"| {orig} | {st} | {g['service']} |"
+        )
+    return L
+
+
+def leave_family_out(
+    caps: Sequence[Labelled],
+    threshold: float,
+    *,
+    kind: str = "ours",
+    spec: FeatureSpec = FEATURE_SPEC_V2,
+    epochs: int = 6,
+    max_train_rows: int = 8000,
+    ext_attack_weight: float = 0.25,
+    seed: int = 0,
+    arch: Mapping | None = None,
+    min_rows: int = 5,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Leave-one-attack-family-out: how the recipe does on an attack kind it never saw.
+
+    For each attack family with at least ``min_rows`` malicious rows: fit the recipe on every capture with
+    that family's malicious rows removed (the same subsample as LOCO), then score all of that family's rows
+    and report the share at or above ``threshold`` (use the shipped one: the LOCO validation-fold threshold),
+    per capture, and what the family head calls them. Benign rows stay in training, so this measures
+    recall on a new kind, not false positives.
+    """
+    from zeek_ml.train import FAMILIES, family_of, fit_scorer
+
+    subs = subsamples(caps, max_train_rows, seed)
+    X, y, w, fam = training_rows(caps, subs, range(len(caps)), spec, ext_attack_weight)
+    fam_all = [np.array([FAMILIES.index(family_of(d)) for d in c.detail], dtype=np.int64) for c in caps]
+    out: dict = {"threshold": threshold, "kind": kind, "spec": spec.name, "families": {}}
+    t0 = time.time()
+    for fi, name in enumerate(FAMILIES):
+        rows = [(c, (c.y == 1) & (f == fi)) for c, f in zip(caps, fam_all)]
+        n = sum(int(m.sum()) for _, m in rows)
+        if n < min_rows:
+            continue
+        keep = ~((y == 1) & (fam == fi))
+        score, family, _ = fit_scorer(
+            kind, X[keep], y[keep], w[keep], spec=spec, seed=seed, epochs=epochs, fam=fam[keep], arch=arch,
+            log=lambda _: None,
+        )  # fmt: skip
+        per, scores, named = {}, [], []
+        for c, m in rows:
+            if m.any():
+                s = score(c.X(spec)[m])
+                per[c.name] = {"rows": int(m.sum()), "recall": float((s >= threshold).mean())}
+                scores.append(s)
+                if family is not None:
+                    named.append(family(c.X(spec)[m]).argmax(1))
+        s = np.concatenate(scores)
+        entry = {"rows": n, "recall": float((s >= threshold).mean()), "median_score": float(np.median(s))}
+        entry["per_capture"] = per
+        if named:
+            codes, counts = np.unique(np.concatenate(named), return_counts=True)
+            entry["named_as"] = {FAMILIES[k]: int(v) for k, v in sorted(zip(codes, counts), key=lambda kv: -kv[1])}
+        out["families"][name] = entry
+        log(f"leave-family-out {name}: recall {entry['recall']:.3f} of {n} rows ({time.time() - t0:.0f} s)")
+    rec = [e["recall"] for e in out["families"].values()]
+    out["mean_recall"] = float(np.mean(rec)) if rec else None
+    return clean(out)
+
+
+def leave_family_out_markdown(res: dict) -> list[str]:
+    """Markdown table of :func:`leave_family_out`."""
+    L = [
+        "| family left out | malicious rows | recall at the shipped threshold | median score | per capture | "
+        "family head called them |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, e in res["families"].items():
+        per = ", ".join(f"{k} {v['recall']:.2f} ({v['rows']})" for k, v in e["per_capture"].items())
+        named = ", ".join(f"{k} {v}" for k, v in list(e.get("named_as", {}).items())[:3]) or "-"
+        L.append(f"| {name} | {e['rows']} | {e['recall']:.3f} | {e['median_score']:.3f} | {per} | {named} |")
+    if res.get("mean_recall") is not None:
+        L.append(f"| **mean over families** | | {res['mean_recall']:.3f} | | | |")
+    return L
 
 
 def loco_markdown(res: dict) -> str:
@@ -387,6 +538,14 @@ def loco_markdown(res: dict) -> str:
         for name, e in models.items():
             u = e.get("unseen_flag_rates", {})
             L.append(f"| {name} | " + " | ".join(_f(u.get(g, {}).get("flag_rate"), True) for g in groups) + " |")
+    lofo = {name: e["leave_family_out"] for name, e in models.items() if e.get("leave_family_out")}
+    if lofo:
+        fams = list(dict.fromkeys(f for r in lofo.values() for f in r["families"]))
+        L += ["", "Leave-one-attack-family-out: recall on a family left out of training, at the model's threshold", ""]
+        L += ["| model | " + " | ".join(fams) + " | mean |", "|---" * (len(fams) + 2) + "|"]
+        for name, r in lofo.items():
+            cells = [_f(r["families"].get(f, {}).get("recall")) for f in fams]
+            L.append(f"| {name} | " + " | ".join(cells) + f" | {_f(r['mean_recall'])} |")
     return "\n".join(L) + "\n"
 
 
@@ -409,6 +568,12 @@ def loco_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--target-fpr", type=float, default=DEFAULT_TARGET_FPR)
     ap.add_argument("--label-column", default="label")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arch", type=json.loads, help='layer sizes of "ours" as JSON, e.g. \'{"members": 3}\'')
+    ap.add_argument(
+        "--leave-family-out",
+        action="store_true",
+        help="also refit each model without each attack family and report its recall on that family",
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     caps = [load_labelled(p, a.label_column) for p in sorted(a.data)]
@@ -419,8 +584,17 @@ def loco_main(argv: Sequence[str] | None = None) -> int:
         unseen = load_unseen({k: v for k, v in groups.items() if not k.startswith("[")})
     res = loco(
         caps, kinds=a.models.split(","), specs=specs, unseen=unseen, target_fpr=a.target_fpr, epochs=a.epochs,
-        max_train_rows=a.max_train_rows, seed=a.seed,
+        max_train_rows=a.max_train_rows, seed=a.seed, arch=a.arch,
     )  # fmt: skip
+    if a.arch:
+        res["protocol"]["arch"] = a.arch
+    if a.leave_family_out:
+        for name, entry in res["models"].items():
+            spec = FEATURE_SPEC_V2 if entry["spec"] == FEATURE_SPEC_V2.name else FEATURE_SPEC
+            entry["leave_family_out"] = leave_family_out(
+                caps, entry["threshold_all"], kind=name.split("+")[0], spec=spec, epochs=a.epochs,
+                max_train_rows=a.max_train_rows, seed=a.seed, arch=a.arch,
+            )  # fmt: skip
     os.makedirs(a.report, exist_ok=True)
     with open(os.path.join(a.report, "loco.json"), "w") as f:
         json.dump(res, f, indent=1)
@@ -541,7 +715,7 @@ def _plots(out_dir: str, y: np.ndarray, s: np.ndarray, threshold: float, importa
 def evaluate_model(
     model,
     paths: Sequence[str],
-    out_dir: str,
+    out_dir: str | None,
     *,
     threshold: float | None = None,
     label_col: str = "label",
@@ -550,7 +724,8 @@ def evaluate_model(
     importance_rows: int = 20000,
     reader: Callable[[str], pd.DataFrame] = _read,
 ) -> dict:
-    """Score labelled conn logs with a loaded model; write report.md / report.json (+ PNGs) in ``out_dir``.
+    """Score labelled conn logs with a loaded model; write report.md / report.json (+ PNGs) in ``out_dir``
+    (``None``: write nothing, just return the report).
 
     Each file is one capture; rows whose label is neither benign nor malicious are left out
     (they still feed the per-host context of a conn-v2 model). Returns the report dict.
@@ -588,10 +763,11 @@ def evaluate_model(
     if fam_hits:
         pooled["family_accuracy"] = float(np.mean(np.concatenate([t == p for t, p in fam_hits])))
     importance = permutation_importance(model.predict_proba, X, y, model.spec.names, max_rows=importance_rows)
-    os.makedirs(out_dir, exist_ok=True)
     pngs: list[str] = []
     note = ""
-    if plots:
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+    if plots and out_dir is not None:
         try:
             pngs = _plots(out_dir, y, s, th, importance)
         except ImportError:
@@ -622,10 +798,11 @@ def evaluate_model(
     L += ["## Permutation feature importance (ROC-AUC drop, top 15)", "", "| feature | drop |", "|---|---|"]
     L += [f"| `{k}` | {v:.4f} |" for k, v in list(importance.items())[:15]]
     L += [""] + [f"![{f}]({f})" for f in pngs] + ([note] if note else []) + [""]
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write("\n".join(L))
+    if out_dir is not None:
+        with open(os.path.join(out_dir, "report.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        with open(os.path.join(out_dir, "report.md"), "w") as f:
+            f.write("\n".join(L))
     report["table"] = _metric_table({**per, "pooled": pooled})
     return report
 
