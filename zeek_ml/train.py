@@ -1071,6 +1071,9 @@ def train_v2(
     arch: Mapping | None = None,
     loco_report: str | Sequence[str] | None = None,
     command: str | None = None,
+    families_out: bool = True,
+    speed_report: str | None = None,
+    card_notes: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Ship conn-cnn-v2: LOCO of the recipe (threshold from its out-of-fold benign scores), then fit on all.
@@ -1078,10 +1081,13 @@ def train_v2(
     Writes ``out_path`` (.onnx, outputs ``score`` and ``family``; metadata: threshold, FPR/threshold table,
     families, reference values for explanations) and ``<stem>.md`` / ``<stem>.json``.
     ``loco_report``: ``loco.json`` file(s) from ``zeek-ml train --loco`` (merged) for the baselines table in the card.
+    ``families_out``: also run leave-one-attack-family-out at the shipped threshold. ``speed_report``: JSON from
+    ``bench/bench_model.py --json``; ``card_notes``: a Markdown file of human analysis; both go in the card.
     """
     import torch
 
     from zeek_ml.evaluate import (
+        leave_family_out,
         load_labelled,
         load_unseen,
         loco,
@@ -1112,6 +1118,12 @@ def train_v2(
         for f, th in table
     }
     log(f"threshold {threshold:.5f} for validation-fold benign FPR {target_fpr}")
+    lofo = None
+    if families_out:
+        lofo = leave_family_out(
+            caps, threshold, spec=spec, epochs=epochs, max_train_rows=max_train_rows,
+            ext_attack_weight=ext_attack_weight, seed=seed, arch=arch, log=log,
+        )  # fmt: skip
     subs = subsamples(caps, max_train_rows, seed)
     X, y, w, fam = training_rows(caps, subs, range(len(caps)), spec, ext_attack_weight)
     net = fit_net(
@@ -1193,19 +1205,49 @@ def train_v2(
             "fpr_thresholds": table,
             "families": list(FAMILIES),
             "training": training_meta,
-            "evaluation": {"loco": ev, "operating_points": operating},
+            "evaluation": {"loco": ev, "operating_points": operating, "leave_family_out": lofo},
             "unseen_flag_rates": unseen_rates,
             "train_seconds": round(time.time() - t0, 1),
         }
     )
     merge_baselines(result, loco_report)
+    add_card_extras(result, out_path, data_paths, speed_report=speed_report, card_notes=card_notes)
     write_card_v2(result, os.path.splitext(out_path)[0])
     return result
 
 
+def add_card_extras(
+    result: dict,
+    model_path: str,
+    data_paths: Sequence[str],
+    *,
+    speed_report: str | None = None,
+    card_notes: str | None = None,
+) -> None:
+    """Card parts that need no training: the shipped model on its training captures exactly as
+    ``zeek-ml evaluate`` scores them (so a user can reproduce the card), bench figures, human notes."""
+    from zeek_ml.evaluate import evaluate_model
+    from zeek_ml.model import load_model
+
+    rep = evaluate_model(load_model(model_path), sorted(data_paths), None, plots=False)
+    result["shipped_evaluate"] = {
+        k: rep[k] for k in ("threshold", "per_capture", "pooled", "permutation_importance_roc_auc_drop")
+    }
+    result["shipped_evaluate"]["command"] = (
+        f"zeek-ml evaluate {model_path} " + " ".join(shlex.quote(p) for p in sorted(data_paths)) + " -o reports/shipped"
+    )
+    if speed_report:
+        with open(speed_report) as f:
+            result["speed"] = json.load(f)
+    if card_notes:
+        with open(card_notes) as f:
+            result["card_notes"] = f.read()
+
+
 def merge_baselines(result: dict, loco_report: str | Sequence[str] | None) -> None:
     """Put the LOCO comparison (``loco.json`` files, merged) in ``result["baselines"]``; the shipped recipe's own
-    LOCO (and its unseen-network rates) replaces any older "ours+temporal" row."""
+    LOCO (and its unseen-network rates) replaces any older "ours+temporal" row; a one-network "ours+temporal"
+    from ``--loco`` is kept as "ours_single+temporal"."""
     baselines = None
     runs = []
     for path in [loco_report] if isinstance(loco_report, str) else (loco_report or []):
@@ -1217,7 +1259,12 @@ def merge_baselines(result: dict, loco_report: str | Sequence[str] | None) -> No
             f"zeek-ml train --loco ../shared/data/zeek_labeled/*.gz --unseen-root ../shared/data/zeek_unlabeled "
             f"--specs {','.join(specs)} --epochs {pr['epochs']} --max-train-rows {pr['max_train_rows_per_capture']} "
             f"--seed {pr['seed']} --report {os.path.dirname(path) or '.'}"
+            + (f" --arch {shlex.quote(json.dumps(pr['arch']))}" if pr.get("arch") else "")
+            + (" --leave-family-out" if any(m.get("leave_family_out") for m in part["models"].values()) else "")
         )
+        if (part.get("protocol", {}).get("arch") or {}).get("members", 1) == 1 and "ours+temporal" in part["models"]:
+            # a one-network "ours" from --loco stays in the table beside the shipped ensemble
+            part["models"]["ours_single+temporal"] = part["models"].pop("ours+temporal")
         if baselines is None:
             baselines = part
         else:
@@ -1321,6 +1368,28 @@ def render_card_v2(r: dict, baselines_md: str | None) -> str:
         + ".",
         "",
     ]
+    if ev.get("false_positive_sources"):
+        from zeek_ml.evaluate import false_positive_markdown
+
+        L += [
+            "### Where its false positives come from (held-out captures)",
+            "",
+            *false_positive_markdown(ev["false_positive_sources"]),
+            "",
+        ]
+    lofo = r["evaluation"].get("leave_family_out")
+    if lofo:
+        from zeek_ml.evaluate import leave_family_out_markdown
+
+        L += [
+            "## Attack kinds it never saw (leave-one-attack-family-out)",
+            "The same recipe is refitted with every malicious row of one family removed (benign rows and other "
+            f"families kept), then that family's rows are scored at the shipped threshold {lofo['threshold']:.5f}. "
+            "This is what it will miss: a new kind of attack is caught only where it looks like a kind it learned.",
+            "",
+            *leave_family_out_markdown(lofo),
+            "",
+        ]
     if baselines_md:
         L += ["## Baselines (same features, same folds, same threshold rule)", "", baselines_md, ""]
     L += [
@@ -1361,6 +1430,30 @@ def render_card_v2(r: dict, baselines_md: str | None) -> str:
             "",
             transfer_markdown(r["transfer"]),
         ]
+    se = r.get("shipped_evaluate")
+    if se:
+        imp = list(se["permutation_importance_roc_auc_drop"].items())[:10]
+        L += [
+            "",
+            "## The shipped model on its own training captures (`zeek-ml evaluate`)",
+            "In-sample, so flattering: these rows trained it. They are here so anyone can check the shipped file "
+            "reproduces its card exactly:",
+            "",
+            "```",
+            se["command"],
+            "```",
+            "",
+            *_metric_table({**se["per_capture"], "**pooled**": se["pooled"]}),
+            "",
+            "Permutation importance (ROC-AUC drop when one column is shuffled, in-sample, top 10): "
+            + ", ".join(f"`{k}` {v:.3f}" for k, v in imp)
+            + ".",
+        ]
+    sp = r.get("speed")
+    if sp:
+        L += ["", "## Speed (from `bench/bench_model.py`)", "", *sp["markdown"]]
+    if r.get("card_notes"):
+        L += ["", r["card_notes"].strip()]
     L += [
         "",
         "## Limitations",
@@ -1371,6 +1464,8 @@ def render_card_v2(r: dict, baselines_md: str | None) -> str:
         "measured FPR per capture and on unseen networks.",
         "- Temporal context needs the host's history: the first connections of a host (or after a restart without "
         "checkpoint) have none. Scoring is slower than conn-v1 (the context is a per-row Python loop).",
+        "- Attack kinds absent from training are mostly missed at the shipped threshold (see leave-one-attack-"
+        "family-out); it is a detector of the kinds in its training data and their neighbours, not of novelty.",
         "- CTU `External-Attack-to-Device` rows are unsolicited inbound probes; unanswered benign traffic can "
         "still score high. Labels come from the dataset authors: good, not perfect.",
         "",
@@ -1439,18 +1534,25 @@ def main_v2(argv: Sequence[str]) -> int:
     ap.add_argument(
         "--loco-report", action="append", help="loco.json of `zeek-ml train --loco` (baselines in the card; repeatable)"
     )
+    ap.add_argument(
+        "--no-leave-family-out", action="store_true", help="skip the leave-one-attack-family-out refits (7 fits)"
+    )
+    ap.add_argument("--speed-report", help="JSON of `python bench/bench_model.py --json FILE` (speed in the card)")
+    ap.add_argument("--card-notes", help="Markdown file of human analysis to put in the card")
     a = ap.parse_args(argv)
     if a.card_only:
         stem = os.path.splitext(a.out)[0]
         with open(stem + ".json") as f:
             result = json.load(f)
         merge_baselines(result, a.loco_report)
+        add_card_extras(result, a.out, a.data, speed_report=a.speed_report, card_notes=a.card_notes)
         write_card_v2(result, stem)
         return 0
     train_v2(
         a.data, a.out, seed=a.seed, epochs=a.epochs, max_train_rows=a.max_train_rows, target_fpr=a.target_fpr,
         unseen_root=a.unseen_root, flows_root=a.flows_root, loco_report=a.loco_report, arch=a.arch,
-        command="zeek-ml train --v2 " + shlex.join(argv),
+        command="zeek-ml train --v2 " + shlex.join(argv), families_out=not a.no_leave_family_out,
+        speed_report=a.speed_report, card_notes=a.card_notes,
     )  # fmt: skip
     return 0
 
