@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ROOT, need, run_cli
-from zeek_ml.evaluate import binary_metrics, label_vector, load_labelled, loco, threshold_for_fpr
+from zeek_ml.evaluate import (
+    binary_metrics,
+    false_positive_sources,
+    label_vector,
+    leave_family_out,
+    load_labelled,
+    loco,
+    threshold_for_fpr,
+)
 from zeek_ml.features import FEATURE_SPEC, FEATURE_SPEC_V2
 
 SMALL = ("CTU-Honeypot-Capture-4-1", "001-zeek-scenario-malicious", "010-zeek-mixed")
@@ -75,6 +83,85 @@ def test_loco_never_lets_a_capture_choose_its_own_threshold(shared_data: Path) -
         assert pooled["tp"] + pooled["fn"] == sum(int(c.y.sum()) for c in caps)
     assert "family_accuracy" in res["models"]["ours+temporal"]["per_capture"]["001-zeek-scenario-malicious"]
     json.dumps(res, allow_nan=False)  # strict JSON
+
+
+def test_false_positive_sources_group_the_benign_rows_over_threshold(shared_data: Path) -> None:
+    cap = load_labelled(str(shared_data / "zeek_labeled" / "011-zeek-mixed.conn.log.labeled.gz"))
+    benign = cap.keys[cap.y == 0]
+    top_dst = benign["id.resp_h"].value_counts().index[0]
+    # flag every benign row to the busiest benign destination, and one malicious row (not a false positive)
+    scores = np.where((cap.keys["id.resp_h"] == top_dst).to_numpy(), 0.9, 0.1).astype(np.float32)
+    scores[np.flatnonzero(cap.y == 1)[0]] = 0.95
+    fp = false_positive_sources([cap], [scores], [0.5], top=50)
+    want = int(((cap.keys["id.resp_h"] == top_dst).to_numpy() & (cap.y == 0)).sum())
+    assert fp["false_positives"] == want == sum(g["rows"] for g in fp["groups"])
+    assert {g["resp_h"] for g in fp["groups"]} == {top_dst}
+    assert fp["groups"] == sorted(fp["groups"], key=lambda g: -g["rows"])
+    first = fp["groups"][0]
+    hit = benign[(benign["id.resp_h"] == top_dst) & (benign["id.resp_p"] == first["resp_p"])]
+    hit = hit[hit["proto"] == first["proto"]]
+    assert first["rows"] == len(hit) and first["originators"] == hit["id.orig_h"].nunique()
+    assert sum(first["conn_states"].values()) <= first["rows"]
+    assert false_positive_sources([cap], [scores], [1.0])["groups"] == []
+
+
+def test_leave_family_out_scores_each_family_it_left_out(shared_data: Path) -> None:
+    from zeek_ml.train import FAMILIES, family_of
+
+    caps = [load_labelled(str(next((shared_data / "zeek_labeled").glob(f"{n}*")))) for n in SMALL]
+    counts = {f: 0 for f in FAMILIES}
+    per_cap: dict = {}
+    for c in caps:
+        for d in c.detail[c.y == 1]:
+            counts[family_of(d)] += 1
+            per_cap.setdefault(family_of(d), {}).setdefault(c.name, 0)
+            per_cap[family_of(d)][c.name] += 1
+    kw = {"kind": "logreg", "max_train_rows": 600, "log": lambda s: None}
+    res = leave_family_out(caps, 0.5, **kw)
+    assert set(res["families"]) == {f for f, n in counts.items() if n >= 5} and res["families"]
+    for name, e in res["families"].items():
+        assert e["rows"] == counts[name]
+        assert {k: v["rows"] for k, v in e["per_capture"].items()} == per_cap[name]
+        assert 0.0 <= e["recall"] <= 1.0
+    # the threshold is applied as given: nothing reaches 1.01, everything reaches 0
+    assert all(e["recall"] == 0.0 for e in leave_family_out(caps, 1.01, **kw)["families"].values())
+    assert all(e["recall"] == 1.0 for e in leave_family_out(caps, 0.0, **kw)["families"].values())
+    json.dumps(res, allow_nan=False)
+
+
+def test_loco_command_with_leave_family_out_writes_both_tables(shared_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    data = [str(next((shared_data / "zeek_labeled").glob(f"{n}*"))) for n in SMALL]
+    r = run_cli(
+        "train", "--loco", *data, "--models", "logreg", "--specs", "conn-v2", "--max-train-rows", "600",
+        "--leave-family-out", "--report", str(tmp_path), timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "loco.json").read_text())
+    entry = res["models"]["logreg+temporal"]
+    assert entry["leave_family_out"]["threshold"] == entry["threshold_all"]
+    assert entry["false_positive_sources"]["false_positives"] == sum(m["fp"] for m in entry["per_capture"].values())
+    md = (tmp_path / "loco.md").read_text()
+    assert "Leave-one-attack-family-out" in md and "| logreg+temporal |" in md
+
+
+def test_evaluate_reproduces_the_shipped_cards_numbers(shared_data: Path, tmp_path: Path) -> None:
+    """The card's ``zeek-ml evaluate`` table is what the command prints for the shipped file."""
+    card = json.loads((ROOT / "models" / "conn-cnn-v2.json").read_text())
+    model = ROOT / "models" / "conn-cnn-v2.onnx"
+    from zeek_ml.model import sha256_file
+
+    assert card["onnx_sha256"] == sha256_file(model)  # the card describes this very file
+    shipped = card["shipped_evaluate"]
+    data = [str(next((shared_data / "zeek_labeled").glob(f"{n}*"))) for n in SMALL]
+    r = run_cli("evaluate", str(model), *data, "-o", str(tmp_path), "--no-plots")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["threshold"] == pytest.approx(shipped["threshold"])
+    for name, m in rep["per_capture"].items():
+        want = shipped["per_capture"][name]
+        assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (want["tp"], want["fp"], want["fn"], want["tn"]), name
+        assert m["roc_auc"] == pytest.approx(want["roc_auc"], abs=1e-6, nan_ok=True)
 
 
 def _renamed_label_copy(src: Path, dst: Path, new: str) -> None:

@@ -51,6 +51,13 @@ def test_train_v2_ships_a_loadable_temporal_model_with_family_and_card(shared_da
     assert {"unsw_nb15", "cicids2017"} <= set(card["transfer"]["datasets"])
     md = out.with_suffix(".md").read_text()
     assert md.startswith("# Model card: conn-cnn-v2") and "leave-one-capture-out" in md
+    lofo = card["evaluation"]["leave_family_out"]
+    assert lofo["threshold"] == pytest.approx(card["threshold"]) and lofo["families"]
+    assert "leave-one-attack-family-out" in md and "false positives come from" in md
+    # the card's in-sample table is what `zeek-ml evaluate` gives for the exported file
+    assert set(card["shipped_evaluate"]["per_capture"]) == set(card["evaluation"]["loco"]["per_capture"])
+    assert card["shipped_evaluate"]["threshold"] == pytest.approx(card["threshold"])
+    assert "zeek-ml evaluate" in md
 
 
 def test_every_zoo_network_trains_and_the_ensemble_exports_exactly(tmp_path: Path) -> None:

@@ -4,10 +4,10 @@
 # @TEST-EXEC: zeek -b $PACKAGE %INPUT >output 2>&1
 # @TEST-EXEC: zeek-cut note uid src p zeek_ml.model < notice.log > notices.txt
 # @TEST-EXEC: test "$(grep -c '^ZeekML::Suspicious_Connection' notices.txt)" = 3
-# @TEST-EXEC: grep -q '^ZeekML::Suspicious_Connection	CB0jzf4LVrBltxoKng	116.193.159.66	5432	conn-cnn-v2$' notices.txt
+# @TEST-EXEC: grep -q '^ZeekML::Suspicious_Connection	CEL3aLvvNGvO6Ecoa	193.201.9.232	3933	conn-cnn-v2$' notices.txt
 # @TEST-EXEC: grep -q '^ZeekML::Suspicious_Connection	C7kLhX22APK3NRYqG6	fe80::5dd3:6bb3:7720:1e83	5355	conn-cnn-v2$' notices.txt
 # @TEST-EXEC: grep -q '^ZeekML::Suspicious_Connection	Cu9rRfmZywqa3Wilj	192.168.1.115	1177	conn-cnn-v2$' notices.txt
-# @TEST-EXEC: zeek-cut sub zeek_ml.score zeek_ml.threshold < notice.log | grep -q '^score=1.000	0.999633	0.999485$'
+# @TEST-EXEC: zeek-cut sub zeek_ml.score zeek_ml.threshold < notice.log | grep -q '^score=1.000	0.999675	0.999429$'
 # @TEST-EXEC: grep -q '^#fields.*	zeek_ml.score	zeek_ml.threshold	zeek_ml.model	zeek_ml.model_version	zeek_ml.family	zeek_ml.reasons' notice.log
 
 redef exit_only_after_terminate = T;
