@@ -1236,12 +1236,19 @@ def add_card_extras(
     result["shipped_evaluate"]["command"] = (
         f"zeek-ml evaluate {model_path} " + " ".join(shlex.quote(p) for p in sorted(data_paths)) + " -o reports/shipped"
     )
+    words = shlex.split(result["training"].get("command") or "")
     if speed_report:
         with open(speed_report) as f:
             result["speed"] = json.load(f)
+        result["speed"]["command"] = f"python bench/bench_model.py --json {speed_report}"
     if card_notes:
         with open(card_notes) as f:
             result["card_notes"] = f.read()
+    for flag, value in (("--speed-report", speed_report), ("--card-notes", card_notes)):
+        if value and words and flag not in words:
+            words += [flag, value]
+    if words:
+        result["training"]["command"] = shlex.join(words)
 
 
 def merge_baselines(result: dict, loco_report: str | Sequence[str] | None) -> None:
@@ -1273,7 +1280,10 @@ def merge_baselines(result: dict, loco_report: str | Sequence[str] | None) -> No
         return
     ev = result["evaluation"]["loco"]
     unseen = {k: {"rows": v["rows"], "flag_rate": v["flag_rate"]} for k, v in result["unseen_flag_rates"].items()}
-    baselines["models"]["ours+temporal"] = {**ev, "unseen_flag_rates": unseen}
+    lofo = result["evaluation"].get("leave_family_out")
+    baselines["models"]["ours+temporal"] = {**ev, "unseen_flag_rates": unseen} | (
+        {"leave_family_out": lofo} if lofo else {}
+    )
     baselines["protocol"]["commands"] = runs
     result["baselines"] = baselines
     cmd = result["training"].get("command") or ""
@@ -1472,10 +1482,12 @@ def render_card_v2(r: dict, baselines_md: str | None) -> str:
         "## How to reproduce",
         "```",
         *(r.get("baselines") or {}).get("protocol", {}).get("commands", []),
+        *([r["speed"]["command"]] if r.get("speed", {}).get("command") else []),
         tr.get("command") or "zeek-ml train --v2 ../shared/data/zeek_labeled/*.gz --out models/conn-cnn-v2.onnx",
         "```",
-        "The first command(s) run the comparison with every baseline; the last trains, evaluates and exports the "
-        "shipped model (deterministic on CPU with the same torch version).",
+        "The `--loco` command(s) run the comparison with every baseline, `bench/bench_model.py` measures the speed; "
+        "the last trains, evaluates and exports the shipped model (deterministic on CPU with the same torch "
+        "version); `--card-only` re-renders the card from its JSON without training.",
         "",
     ]
     return "\n".join(L)
