@@ -219,6 +219,13 @@ def subsamples(caps: Sequence[Labelled], cap: int, seed: int) -> list[np.ndarray
     return [_subsample(len(c.y), cap, rng) for c in caps]
 
 
+def family_codes(detail: Sequence[str]) -> np.ndarray:
+    """Index into ``train.FAMILIES`` of each detailed label (int64 [N])."""
+    from zeek_ml.train import FAMILIES, family_of
+
+    return np.array([FAMILIES.index(family_of(d)) for d in detail], dtype=np.int64)
+
+
 def training_rows(
     caps: Sequence[Labelled],
     subs: Sequence[np.ndarray],
@@ -227,7 +234,7 @@ def training_rows(
     ext_attack_weight: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """X, y, sample weights and family codes of the (subsampled) captures ``idx``."""
-    from zeek_ml.train import FAMILIES, Capture, family_of, sample_weights
+    from zeek_ml.train import Capture, sample_weights
 
     tcaps = [
         Capture(
@@ -238,7 +245,7 @@ def training_rows(
     X = np.concatenate([c.X for c in tcaps])
     y = np.concatenate([c.y for c in tcaps])
     w = sample_weights(tcaps, ext_attack_weight)
-    fam = np.array([FAMILIES.index(family_of(d)) for c in tcaps for d in c.detail], dtype=np.int64)
+    fam = np.concatenate([family_codes(c.detail) for c in tcaps])
     return X, y, w, fam
 
 
@@ -282,13 +289,13 @@ def loco(
     from all out-of-fold benign scores), and fit times. ``oof_out`` (a dict) receives the out-of-fold scores
     per model name (a list of arrays, one per capture). ``arch``: layer sizes of ``ours``.
     """
-    from zeek_ml.train import FAMILIES, family_of, fit_scorer
+    from zeek_ml.train import fit_scorer
 
     def quiet(_: str) -> None:
         return None
 
     subs = subsamples(caps, max_train_rows, seed)
-    fam_all = [np.array([FAMILIES.index(family_of(d)) for d in c.detail], dtype=np.int64) for c in caps]
+    fam_all = [family_codes(c.detail) for c in caps]
 
     def train_set(idx: Sequence[int], spec: FeatureSpec):
         return training_rows(caps, subs, idx, spec, ext_attack_weight)
@@ -325,7 +332,7 @@ def loco(
                 oof.append(score(c.X(spec)))
                 fam_pred.append(family(c.X(spec)).argmax(1) if family is not None else None)
                 log(f"{name}: fold {c.name} done ({time.time() - t0:.0f} s)")
-            entry: dict = {"spec": spec.name, "per_capture": {}, "thresholds": {}}
+            entry: dict = {"kind": kind, "spec": spec.name, "per_capture": {}, "thresholds": {}}
             ths = []
             for i, c in enumerate(caps):
                 benign = np.concatenate([oof[j][caps[j].y == 0] for j in range(len(caps)) if j != i])
@@ -448,11 +455,11 @@ def leave_family_out(
     per capture, and what the family head calls them. Benign rows stay in training, so this measures
     recall on a new kind, not false positives.
     """
-    from zeek_ml.train import FAMILIES, family_of, fit_scorer
+    from zeek_ml.train import FAMILIES, fit_scorer
 
     subs = subsamples(caps, max_train_rows, seed)
     X, y, w, fam = training_rows(caps, subs, range(len(caps)), spec, ext_attack_weight)
-    fam_all = [np.array([FAMILIES.index(family_of(d)) for d in c.detail], dtype=np.int64) for c in caps]
+    fam_all = [family_codes(c.detail) for c in caps]
     out: dict = {"threshold": threshold, "kind": kind, "spec": spec.name, "families": {}}
     t0 = time.time()
     for fi, name in enumerate(FAMILIES):
@@ -468,11 +475,12 @@ def leave_family_out(
         per, scores, named = {}, [], []
         for c, m in rows:
             if m.any():
-                s = score(c.X(spec)[m])
+                Xm = c.X(spec)[m]
+                s = score(Xm)
                 per[c.name] = {"rows": int(m.sum()), "recall": float((s >= threshold).mean())}
                 scores.append(s)
                 if family is not None:
-                    named.append(family(c.X(spec)[m]).argmax(1))
+                    named.append(family(Xm).argmax(1))
         s = np.concatenate(scores)
         entry = {"rows": n, "recall": float((s >= threshold).mean()), "median_score": float(np.median(s))}
         entry["per_capture"] = per
@@ -589,10 +597,10 @@ def loco_main(argv: Sequence[str] | None = None) -> int:
     if a.arch:
         res["protocol"]["arch"] = a.arch
     if a.leave_family_out:
-        for name, entry in res["models"].items():
-            spec = FEATURE_SPEC_V2 if entry["spec"] == FEATURE_SPEC_V2.name else FEATURE_SPEC
+        by_name = {s.name: s for s in specs}
+        for entry in res["models"].values():
             entry["leave_family_out"] = leave_family_out(
-                caps, entry["threshold_all"], kind=name.split("+")[0], spec=spec, epochs=a.epochs,
+                caps, entry["threshold_all"], kind=entry["kind"], spec=by_name[entry["spec"]], epochs=a.epochs,
                 max_train_rows=a.max_train_rows, seed=a.seed, arch=a.arch,
             )  # fmt: skip
     os.makedirs(a.report, exist_ok=True)
@@ -767,11 +775,11 @@ def evaluate_model(
     note = ""
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
-    if plots and out_dir is not None:
-        try:
-            pngs = _plots(out_dir, y, s, th, importance)
-        except ImportError:
-            note = "PNG figures skipped: matplotlib is not installed (pip install 'zeek-ml[report]')."
+        if plots:
+            try:
+                pngs = _plots(out_dir, y, s, th, importance)
+            except ImportError:
+                note = "PNG figures skipped: matplotlib is not installed (pip install 'zeek-ml[report]')."
     report = clean(
         {
             "model": {"name": model.name, "version": model.version, "path": model.path, "sha256": model.sha256},
