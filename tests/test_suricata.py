@@ -448,6 +448,7 @@ def test_watch_scores_eve_json_through_rotation_and_restart_exactly_once(tmp_pat
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     args = [sys.executable, "-m", "zeek_ml", "watch", str(live), "-o", str(out / "notice.log")]
     args += ["--all", str(out / "all.log"), "--threshold", "0", "--poll-interval", "0.05", "--exit-when-idle", "2"]
+    args += ["--format", "tsv"]  # eve input gives JSON notices by default
 
     def scored() -> list[str]:
         path = out / "all.log"

@@ -21,10 +21,10 @@ from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
 from zeek_ml.verdicts import (
     NOTICE_COLUMNS,
     VERDICT_FIELDS,
-    VerdictFileSink,
     log_type,
     verdict_file_fields,
     verdict_file_header,
+    verdict_file_sink,
 )
 from zeek_ml.zeeklog.escape import unescape
 
@@ -69,18 +69,15 @@ def test_header_is_the_verdict_record() -> None:
 
 
 def test_notice_columns_match_the_offline_notice_log() -> None:
-    """Zeek logs ``Notice::Info$zeek_ml`` as these columns; the offline notice log names them alike."""
-    from zeek_ml.notice import EXTRA_NOTICE_FIELDS
+    """Zeek logs ``Notice::Info$zeek_ml`` as exactly the columns zeek-ml's own notice log has after Zeek's 26."""
+    from zeek_ml.notice import EXTRA_NOTICE_FIELDS, INCIDENT_NOTICE_FIELDS
 
-    offline = dict(EXTRA_NOTICE_FIELDS)
-    for name, zeek_type in NOTICE_COLUMNS:
-        if name in offline:
-            assert offline[name] == zeek_type, name
-    core = ("zeek_ml.score", "zeek_ml.threshold", "zeek_ml.model", "zeek_ml.model_version")
-    assert [n for n, _ in NOTICE_COLUMNS[:4]] == list(core) == [n for n, _ in EXTRA_NOTICE_FIELDS[:4]]
+    assert list(NOTICE_COLUMNS) == list(EXTRA_NOTICE_FIELDS + INCIDENT_NOTICE_FIELDS)
 
 
-def test_watch_writes_the_verdict_file_beside_the_notice_log(tmp_path: Path) -> None:
+@pytest.mark.parametrize("aggregate", [True, False], ids=["incidents", "per-connection"])
+def test_watch_writes_the_verdict_file_beside_the_notice_log(tmp_path: Path, aggregate: bool) -> None:
+    """The verdict file holds the notices of zeek-ml's own log, so both routes into a SOC agree."""
     live = tmp_path / "current"
     live.mkdir()
     with gzip.open(SAMPLE_LOGS / MALICIOUS, "rb") as f:
@@ -89,7 +86,9 @@ def test_watch_writes_the_verdict_file_beside_the_notice_log(tmp_path: Path) -> 
     body = [ln for ln in lines if not ln.startswith(b"#")]
     (live / "conn.log").write_bytes(b"".join(header + body[:500]))
     verdicts, notices = tmp_path / "verdicts.log", tmp_path / "notice.log"
-    args = ("watch", str(live), "-o", str(notices), "--verdicts", str(verdicts), "--exit-when-idle", "0.5", "--poll")
+    args = ["watch", str(live), "-o", str(notices), "--verdicts", str(verdicts), "--exit-when-idle", "0.5", "--poll"]
+    if not aggregate:
+        args.append("--no-aggregate")
     out = run_cli(*args)
     assert out.returncode == 0, out.stderr
     # A second run over more lines appends: one header, no line twice.
@@ -101,22 +100,34 @@ def test_watch_writes_the_verdict_file_beside_the_notice_log(tmp_path: Path) -> 
     assert text.count("#fields") == 1 and "#close" not in text
     meta, rows = read_verdict_file(verdicts)
     assert meta["fields"].split("\t") == [f.name for f in VERDICT_FIELDS]
-    assert rows["uid"].is_unique
-    # Exactly the connections the model flags, in log order, as offline scoring computes them.
-    from zeek_ml.cli import _load
-    from zeek_ml.pipeline import Scorer
-    from zeek_ml.verdicts import verdict_rows
-    from zeek_ml.zeeklog import iter_batches
-
-    frame = pd.concat(list(iter_batches([str(live / "conn.log")])), ignore_index=True)
-    offline = Scorer(_load(None))(frame)
-    expected = verdict_rows(offline.take(offline.flagged))
-    assert len(rows) == len(expected) > 100
-    assert list(rows["uid"]) == list(expected["uid"])
-    assert list(rows["orig_p"]) == list(expected["orig_p"]) and rows["resp_p"].str.match(PORT).all()
-    assert np.allclose(rows["score"].astype(float), expected["score"], atol=1e-6)
+    _, noticed = read_verdict_file(notices)  # the notice log is Zeek TSV as well
+    assert len(rows) == len(noticed) > (0 if aggregate else 100)
+    assert list(rows["uid"]) == list(noticed["uid"]) and list(rows["msg"]) == list(noticed["msg"])
+    assert list(rows["sub"]) == list(noticed["sub"])
+    for name, _ in NOTICE_COLUMNS:
+        assert list(rows[name.removeprefix("zeek_ml.")]) == list(noticed[name]), name
+    assert list(rows["orig_p"]) == [f"{p}/{t}" for p, t in zip(noticed["id.orig_p"], noticed["proto"])]
+    assert rows["resp_p"].str.match(PORT).all()
     assert (rows["score"].astype(float) >= rows["threshold"].astype(float)).all()
-    assert list(rows["msg"].map(unescape)) == list(expected["msg"])
+    if aggregate:
+        assert list(rows["n"]) == list(noticed["n"]) and rows["n"].astype(int).sum() > 100
+    else:
+        assert set(rows["n"]) == {"1"} and rows["uid"].is_unique
+        # Exactly the connections the model flags, in log order, as offline scoring computes them
+        # (less link-local discovery chatter, which notices leave out by default).
+        from zeek_ml.cli import _load
+        from zeek_ml.pipeline import Scorer
+        from zeek_ml.site import local_discovery
+        from zeek_ml.verdicts import verdict_rows
+        from zeek_ml.zeeklog import iter_batches
+
+        frame = pd.concat(list(iter_batches([str(live / "conn.log")])), ignore_index=True)
+        offline = Scorer(_load(None))(frame)
+        expected = verdict_rows(offline.take(offline.flagged & ~local_discovery(frame)))
+        assert list(rows["uid"]) == list(expected["uid"])
+        assert np.allclose(rows["score"].astype(float), expected["score"], atol=1e-6)
+        assert list(rows["msg"].map(unescape)) == list(expected["msg"])
+        assert list(rows["severity"]) == list(expected["severity"])
 
 
 def canned_verdicts() -> bytes:
@@ -127,7 +138,7 @@ def canned_verdicts() -> bytes:
 
     model = _load(None)
     out = io.BytesIO()
-    sink = VerdictFileSink(out)
+    sink = verdict_file_sink(out, aggregate=False, local_discovery=True)
     for name, n in CANNED_SOURCES:
         frame = pd.concat(list(iter_batches([str(SAMPLE_LOGS / name)])), ignore_index=True)
         verdicts = Scorer(model)(frame)
@@ -155,11 +166,11 @@ def test_sink_on_a_path_writes_the_header_once(tmp_path: Path) -> None:
     path = tmp_path / "v.log"
     shutil.copy(CANNED, path)
     before = path.read_bytes()
-    sink = VerdictFileSink(path)
+    sink = verdict_file_sink(path)
     sink.close()
     assert path.read_bytes() == before
     fresh = tmp_path / "fresh.log"
-    VerdictFileSink(fresh).close()
+    verdict_file_sink(fresh).close()
     assert fresh.read_bytes().count(b"#fields") == 1
 
 
@@ -179,7 +190,7 @@ def test_messages_are_escaped_as_zeek_reads_them(tmp_path: Path, value: str) -> 
     conns["history"] = pd.Series([value], dtype=pandas_dtype("string"))
     v = Verdicts(conns, np.array([0.99], np.float32), 0.5, "m", "1", family=np.array([value], dtype=object))
     path = tmp_path / "v.log"
-    sink = VerdictFileSink(path)
+    sink = verdict_file_sink(path, aggregate=False)
     sink.write(v)
     sink.close()
     _, rows = read_verdict_file(path)

@@ -183,8 +183,8 @@ def test_events_topics_and_notice_type(tree: Tree) -> None:
     assert NOTE == "ZeekML::Suspicious_Connection" and "redef enum Notice::Type += { ## " in text
     assert re.search(r"Suspicious_Connection, };", text)
     assert "redef record Notice::Info += { ## " in text and "zeek_ml: NoticeInfo &log &optional; };" in text
-    # Both transports raise the notice the same way, with suppression per originator.
-    assert "$identifier=cat(v$orig_h)" in text and "$suppress_for=suppress_for" in text
+    # Both transports raise the notice the same way, suppressed per incident (else per originator).
+    assert "n$identifier = v?$incident ? v$incident : cat(v$orig_h);" in text and "$suppress_for=suppress_for" in text
     assert "Broker::publish(conn_topic, conn_finished, conn_from_log(rec));" in text
     assert "$fields=Verdict, $ev=verdict_line, $want_record=T, $mode=Input::STREAM" in text
     from zeek_ml.cli import build_parser
@@ -232,6 +232,6 @@ def test_btest_expectations_are_in_the_canned_verdict_file() -> None:
     assert len(expected) == len(rows) == 3
     got = {(r[1], r[2], r[5].split("/")[0], r[8]) for r in rows}
     assert set(expected) == got
-    score = re.search(r"score=(\S+)\t(\S+)\t(\S+)\$", btest)
+    score = re.search(r"score=(\S+) [^\t]*\t(\S+)\t(\S+)\$", btest)
     assert score and any(r[6] == score.group(2) and r[7] == score.group(3) for r in rows)
     assert f"{float(score.group(2)):.3f}" == score.group(1)

@@ -29,7 +29,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from zeek_ml.notice import ACTIONS, DEFAULT_SUPPRESS_FOR, EMPTY, NOTE, NOTICE_LOG_FIELDS, notices_from_verdicts
+from zeek_ml.notice import (
+    ACTIONS,
+    DEFAULT_SUPPRESS_FOR,
+    EMPTY,
+    NOTE,
+    NOTICE_LOG_FIELDS,
+    connection_subs,
+    notice_sub,
+    notices_from_verdicts,
+)
 from zeek_ml.pipeline import Verdicts, plain
 from zeek_ml.site import LocalNets, directions, local_discovery, severities, severity, severity_rank
 
@@ -154,6 +163,7 @@ class ConnectionNoticeSink:
         frame["zeek_ml.severity"] = sev[keep]
         frame["zeek_ml.direction"] = cand.direction[keep]
         frame["suppress_for"] = float(self.policy.suppress_for)
+        frame["sub"] = connection_subs(frame)
         written = self.writer.write(frame)
         self.notices += written
         return written
@@ -434,8 +444,16 @@ class IncidentSink:
             "proto": rep.get("proto"),
             "note": NOTE,
             "msg": msg,
-            "sub": f"score={inc.top_score:.3f} n={inc.n} srcs={len(inc.srcs)} dsts={len(inc.dsts)} "
-            f"ports={len(inc.ports)}",
+            "sub": notice_sub(
+                inc.top_score,
+                severity=inc.severity,
+                family=inc.family,
+                n=inc.n,
+                srcs=len(inc.srcs),
+                dsts=len(inc.dsts),
+                ports=len(inc.ports),
+                model=self.model[0],
+            ),
             "src": one_src,
             "dst": one_dst,
             "p": int(one_port.split("/")[0]) if one_port and one_port.split("/")[0].isdigit() else None,

@@ -15,6 +15,10 @@ from pathlib import Path
 
 from zeek_ml import __version__
 
+OUTPUT_FORMATS = ("auto", "tsv", "json", "eve")
+"""``--format``: ``auto`` writes notices the way the input is written (see ``zeek_ml.sinks.match_sensor``)."""
+JSON_TS_CHOICES = ("auto", "epoch", "iso8601", "millis")
+
 DEFAULT_MODEL = "conn-cnn-v2"
 """The shipped model's file name, without ``.onnx``."""
 
@@ -436,9 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("-o", "--output", required=True, help="notice log to write ('-' for stdout)")
     score.add_argument(
         "--format",
-        choices=("tsv", "json", "eve"),
-        default="tsv",
-        help="output format: Zeek notice log as tsv or json, or eve (Suricata eve.json alert events) (default: tsv)",
+        choices=OUTPUT_FORMATS,
+        default="auto",
+        help="output format: Zeek notice log as tsv or json, or eve (Suricata eve.json alert events); "
+        "auto: as the input is written (a JSON conn.log gives JSON notices, TSV gives TSV) (default: auto)",
     )
     score.add_argument(
         "--source",
@@ -448,7 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
         "events; directories give their eve.json* files) (default: auto)",
     )
     score.add_argument(
-        "--json-ts", choices=("epoch", "iso8601", "millis"), default="epoch", help="ts format for --format json"
+        "--json-ts",
+        choices=JSON_TS_CHOICES,
+        default="auto",
+        help="how JSON notices write every time field (ts, zeek_ml.first_ts, zeek_ml.last_ts): epoch seconds, "
+        "iso8601 text or integer millis (which Elastic and Filebeat misread as seconds); auto: as the input does, "
+        "else epoch (default: auto)",
     )
     score.add_argument("-m", "--model", help="ONNX model (default: the shipped model)")
     score.add_argument("--threshold", type=float, help="score threshold (default: the model card's)")
@@ -497,11 +507,17 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("-o", "--output", help="notice log to append to")
     watch.add_argument(
         "--format",
-        choices=("tsv", "json", "eve"),
-        default="tsv",
-        help="notice log as Zeek TSV (default), Zeek JSON, or Suricata eve alert events",
+        choices=OUTPUT_FORMATS,
+        default="auto",
+        help="notice log as Zeek TSV, Zeek JSON, or Suricata eve alert events; auto: as the live log is written "
+        "(default: auto)",
     )
-    watch.add_argument("--json-ts", choices=("epoch", "iso8601", "millis"), default="epoch", help="ts for json")
+    watch.add_argument(
+        "--json-ts",
+        choices=JSON_TS_CHOICES,
+        default="auto",
+        help="time fields in JSON: epoch, iso8601 or millis; auto: as the live log (default: auto)",
+    )
     watch.add_argument("-m", "--model", help="ONNX model (default: the shipped model)")
     watch.add_argument("--threshold", type=float, help="score threshold (default: the model card's)")
     watch.add_argument("--all", metavar="FILE", help="also append every connection with its score")

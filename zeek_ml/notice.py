@@ -52,6 +52,38 @@ SCORE_FIELDS: tuple[tuple[str, str], ...] = (
 """Columns appended to each connection by ``score --all`` (an enriched conn log)."""
 
 
+def notice_sub(
+    score: float,
+    *,
+    severity: str | None = None,
+    family: str | None = None,
+    n: int | None = None,
+    srcs: int | None = None,
+    dsts: int | None = None,
+    ports: int | None = None,
+    model: str | None = None,
+) -> str:
+    """The notice's ``sub``: its details as ``key=value`` words, in a fixed order.
+
+    Pipelines that keep only Zeek's standard notice fields (Security Onion's, Splunk's) keep
+    ``msg`` and ``sub``, so score, severity, family, incident size and detector survive there:
+    ``score=0.999 severity=high family=PortScan n=120 srcs=1 dsts=40 ports=3 model=conn-cnn-v2``.
+    """
+    words = [f"score={score:.3f}"]
+    for key, value in (
+        ("severity", severity),
+        ("family", family),
+        ("n", n),
+        ("srcs", srcs),
+        ("dsts", dsts),
+        ("ports", ports),
+        ("model", model),
+    ):
+        if value is not None and value != "":
+            words.append(f"{key}={value}")
+    return " ".join(words)
+
+
 def _text(series: pd.Series, default: str) -> pd.Series:
     return series.astype(object).where(series.notna(), default).astype(str)
 
@@ -116,6 +148,17 @@ def notices_from_conns(
         }
     )
     return frame
+
+
+def connection_subs(frame: pd.DataFrame) -> list[str]:
+    """``sub`` for notice rows that stand for one connection each (score, severity, family, model)."""
+    get = lambda name: frame[name].tolist() if name in frame.columns else [None] * len(frame)  # noqa: E731
+    return [
+        notice_sub(float(score), severity=sev, family=fam if isinstance(fam, str) else None, model=model)
+        for score, sev, fam, model in zip(
+            get("zeek_ml.score"), get("zeek_ml.severity"), get("zeek_ml.family"), get("zeek_ml.model")
+        )
+    ]
 
 
 def notices_from_verdicts(verdicts: Verdicts) -> pd.DataFrame:

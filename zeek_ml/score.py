@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zeek_ml.pipeline import Scorer, Sink
-from zeek_ml.sinks import EnrichedSink, build_notice_sink, file_writer
-from zeek_ml.zeeklog import ReadStats, RejectLog, iter_batches
+from zeek_ml.sinks import EnrichedSink, build_notice_sink, file_writer, match_sensor
+from zeek_ml.zeeklog import ReadStats, RejectLog, expand_sources, iter_batches
+from zeek_ml.zeeklog.reader import sniff_format
 
 
 @dataclass
@@ -93,8 +94,12 @@ def score_logs(
     (:func:`~zeek_ml.sinks.build_notice_sink`). ``source``: ``auto``, ``zeek`` or ``suricata``
     (eve.json flow events; ``local_nets`` also sets their ``local_orig``/``local_resp``).
     ``fmt="eve"`` writes the notices as Suricata eve alert events
-    (:class:`~zeek_ml.suricata.EveAlertSink`; ``--all`` then writes JSON lines).
+    (:class:`~zeek_ml.suricata.EveAlertSink`; ``--all`` then writes JSON lines); ``fmt`` and
+    ``json_ts`` ``"auto"`` follow the first input (:func:`~zeek_ml.sinks.match_sensor`).
     """
+    if "auto" in (fmt, json_ts):
+        inputs = files = expand_sources(inputs, source=source)
+        fmt, json_ts = match_sensor(fmt, json_ts, [sniff_format(os.fspath(f)) for f in files])
     scorer = Scorer(model, threshold)
     rejects = rejects if rejects is not None else RejectLog(strict=strict)
     stats = ReadStats()

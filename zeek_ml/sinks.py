@@ -27,6 +27,23 @@ WriterFactory = Callable[[str, Sequence[tuple[str, str]]], ZeekLogWriter]
 """``factory(zeek_path, fields) -> ZeekLogWriter``: how a sink opens its log."""
 
 
+def match_sensor(fmt: str, json_ts: str, sensors: Sequence[tuple[str, str] | None]) -> tuple[str, str]:
+    """The notice log's format and JSON time form, ``auto`` taking the sensor's own.
+
+    ``sensors`` holds :func:`zeek_ml.zeeklog.reader.sniff_format` of the inputs (None for one
+    with nothing to go by). When every input is JSON (Zeek's ``LogAscii::use_json``, or
+    Suricata eve.json) the notices are JSON, with the first Zeek JSON input's ``ts`` form (epoch,
+    millis or ISO 8601); otherwise (TSV, a mix, nothing yet) Zeek's defaults: TSV, epoch
+    seconds. Suricata input gives a JSON notice log; ``--format eve`` gives alerts.
+    """
+    known = [s for s in sensors if s is not None]
+    if fmt == "auto":
+        fmt = "json" if known and all(kind in ("json", "eve") for kind, _ in known) else "tsv"
+    if json_ts == "auto":
+        json_ts = next((form for kind, form in known if kind == "json"), "epoch")
+    return fmt, json_ts
+
+
 def file_writer(target: Target, fmt: str = "tsv", json_ts: str = "epoch") -> WriterFactory:
     """A factory writing a fresh log (header and all) to ``target``."""
 

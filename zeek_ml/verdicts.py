@@ -24,13 +24,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 
-from zeek_ml.notice import notices_from_verdicts
+from zeek_ml.notice import connection_subs, notices_from_verdicts
 from zeek_ml.pipeline import Verdicts
+from zeek_ml.site import LocalNets, directions, severities
 from zeek_ml.zeeklog.writer import ZeekLogWriter
 
 
@@ -129,8 +130,21 @@ VERDICT_FIELDS: tuple[RecordField, ...] = (
     RecordField("family", "string", True),
     RecordField("reasons", "vector of string", True),
     RecordField("msg", "string"),
+    RecordField("sub", "string", True),
+    RecordField("n", "count", True),
+    RecordField("severity", "string", True),
+    RecordField("direction", "string", True),
+    RecordField("incident", "string", True),
+    RecordField("first_ts", "time", True),
+    RecordField("last_ts", "time", True),
+    RecordField("srcs", "count", True),
+    RecordField("dsts", "count", True),
+    RecordField("ports", "count", True),
 )
-"""``ZeekML::Verdict``: a flagged connection, its score, the model, and the notice's message."""
+"""``ZeekML::Verdict``: one notice of zeek-ml's (an incident, or one flagged connection): the
+connection it names, the score, the model, the notice's message and ``sub``, and, for an
+incident, how many connections it stands for (``n``), its key, time span and distinct
+originators, responders and ports."""
 
 NOTICE_INFO_FIELDS: tuple[RecordField, ...] = (
     RecordField("score", "double", logged=True),
@@ -139,8 +153,20 @@ NOTICE_INFO_FIELDS: tuple[RecordField, ...] = (
     RecordField("model_version", "string", logged=True),
     RecordField("family", "string", True, logged=True),
     RecordField("reasons", "vector of string", True, logged=True),
+    RecordField("severity", "string", True, logged=True),
+    RecordField("direction", "string", True, logged=True),
+    RecordField("incident", "string", True, logged=True),
+    RecordField("first_ts", "time", True, logged=True),
+    RecordField("last_ts", "time", True, logged=True),
+    RecordField("srcs", "count", True, logged=True),
+    RecordField("dsts", "count", True, logged=True),
+    RecordField("ports", "count", True, logged=True),
 )
-"""``ZeekML::NoticeInfo``, logged as ``zeek_ml.score``, ``zeek_ml.threshold``, ... in notice.log."""
+"""``ZeekML::NoticeInfo``, logged as ``zeek_ml.score``, ``zeek_ml.threshold``, ... in notice.log:
+the same columns, names and types as zeek-ml's own notice log after Zeek's 26."""
+
+INFO_FROM_VERDICT: tuple[str, ...] = tuple(f.name for f in NOTICE_INFO_FIELDS)
+"""The ``ZeekML::Verdict`` fields main.zeek copies into ``ZeekML::NoticeInfo`` (same names)."""
 
 _LOG_TYPES = {"transport_proto": "enum", "vector of string": "vector[string]"}
 
@@ -179,37 +205,63 @@ def _port_text(ports: pd.Series, protos: pd.Series) -> np.ndarray:
     return text.where(numbers.notna(), None).to_numpy(dtype=object)
 
 
-def verdict_rows(verdicts: Verdicts) -> pd.DataFrame:
-    """One row per verdict with the ``ZeekML::Verdict`` fields as columns (pass the flagged rows).
+def _optional(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A column's values with NaN/NA as None, or all None when the frame lacks it."""
+    if column not in frame.columns:
+        return np.full(len(frame), None, dtype=object)
+    values = frame[column].astype(object).to_numpy()
+    return np.array([None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in values],
+                    dtype=object)  # fmt: skip
 
-    Ports are ``NUMBER/PROTO`` text; ``msg`` is the offline notice log's message.
+
+def verdict_rows_from_notices(notices: pd.DataFrame) -> pd.DataFrame:
+    """Notice rows (zeek-ml's notice log, any aggregation) -> rows with the ``ZeekML::Verdict`` fields.
+
+    So the notices Zeek raises from the verdict file or Broker are the ones zeek-ml's own notice
+    log holds: same connection, message, ``sub`` and ``zeek_ml.*`` values. Ports become
+    ``NUMBER/PROTO`` text; a notice for one connection gets ``n`` = 1.
     """
-    conns = verdicts.conns
-    n = len(conns)
-    msg = notices_from_verdicts(verdicts)["msg"].to_numpy(dtype=object)
-    family = verdicts.family if verdicts.family is not None else np.full(n, None, dtype=object)
-    family = np.array([None if (f is None or f == "" or f != f) else str(f) for f in family], dtype=object)
-    codes = verdicts.reason_codes if verdicts.reason_codes is not None else np.full(n, None, dtype=object)
+    n = len(notices)
+    count = _optional(notices, "n")
+    count[np.equal(count, None)] = 1
+    family = _optional(notices, "zeek_ml.family")
+    family[family == ""] = None
     reasons = np.empty(n, dtype=object)
-    reasons[:] = [None if c is None or len(c) == 0 else [str(x) for x in c] for c in codes]
-    return pd.DataFrame(
-        {
-            "ts": conns["ts"].to_numpy(dtype=float, na_value=np.nan),
-            "uid": conns["uid"].to_numpy(dtype=object),
-            "orig_h": conns["id.orig_h"].to_numpy(dtype=object),
-            "orig_p": _port_text(conns["id.orig_p"], conns["proto"]),
-            "resp_h": conns["id.resp_h"].to_numpy(dtype=object),
-            "resp_p": _port_text(conns["id.resp_p"], conns["proto"]),
-            "score": np.asarray(verdicts.scores, dtype=float),
-            "threshold": np.full(n, float(verdicts.threshold)),
-            "model": [verdicts.model_name] * n,
-            "model_version": [str(verdicts.model_version)] * n,
-            "family": family,
-            "reasons": reasons,
-            "msg": msg,
-        },
-        index=pd.RangeIndex(n),
-    )
+    listed = _optional(notices, "zeek_ml.reasons")
+    reasons[:] = [None if r is None or len(r) == 0 else [str(x) for x in r] for r in listed]
+    rows = {
+        "ts": notices["ts"].to_numpy(dtype=float, na_value=np.nan),
+        "uid": _optional(notices, "uid"),
+        "orig_h": _optional(notices, "id.orig_h"),
+        "orig_p": _port_text(notices["id.orig_p"], notices["proto"]),
+        "resp_h": _optional(notices, "id.resp_h"),
+        "resp_p": _port_text(notices["id.resp_p"], notices["proto"]),
+        "msg": notices["msg"].to_numpy(dtype=object),
+        "sub": _optional(notices, "sub"),
+        "n": count,
+    }
+    for f in NOTICE_INFO_FIELDS:
+        rows[f.name] = _optional(notices, "zeek_ml." + f.name)
+    rows["family"], rows["reasons"] = family, reasons
+    rows["score"] = notices["zeek_ml.score"].to_numpy(dtype=float, na_value=np.nan)
+    rows["threshold"] = notices["zeek_ml.threshold"].to_numpy(dtype=float, na_value=np.nan)
+    rows["model_version"] = np.array([None if v is None else str(v) for v in rows["model_version"]], dtype=object)
+    return pd.DataFrame({f.name: rows[f.name] for f in VERDICT_FIELDS}, index=pd.RangeIndex(n))
+
+
+def verdict_rows(verdicts: Verdicts, local_nets: LocalNets | None = None) -> pd.DataFrame:
+    """One row per connection of ``verdicts`` (pass the flagged ones) with the ``ZeekML::Verdict`` fields.
+
+    What ``zeek-ml broker`` sends for each flagged connection: the per-connection notice
+    (``--no-aggregate``'s), with its severity and direction (``local_nets`` where the
+    connection has no ``local_orig``/``local_resp``).
+    """
+    notices = notices_from_verdicts(verdicts)
+    direction = directions(verdicts.conns, local_nets)
+    notices["zeek_ml.direction"] = direction
+    notices["zeek_ml.severity"] = severities(direction, verdicts.family)
+    notices["sub"] = connection_subs(notices)
+    return verdict_rows_from_notices(notices)
 
 
 # --------------------------------------------------------------------------- verdict file
@@ -220,14 +272,13 @@ def verdict_file_header(open_time: float | None = None) -> bytes:
     return ZeekLogWriter(_Discard(), "zeek_ml_verdicts", verdict_file_fields(), header=False).header_bytes(open_time)
 
 
-class VerdictFileSink:
-    """Flagged connections as lines of the verdict file that ``zeek_scripts/`` follows.
+class VerdictLogWriter:
+    """Notice rows as lines of the verdict file; the writer a notice sink renders through.
 
-    Zeek TSV (``#fields``/``#types`` from :data:`VERDICT_FIELDS`), one line per
-    verdict, appended and never rotated nor closed with ``#close``: Zeek's Input
-    framework in STREAM mode reads it as it grows. ``target`` is a path (a header
-    is written when the file is new or empty) or a binary file object that already
-    has one (the watcher's :class:`~zeek_ml.watch.durable.AppendLog`).
+    Zeek TSV (``#fields``/``#types`` from :data:`VERDICT_FIELDS`), appended and never rotated
+    nor closed with ``#close``: Zeek's Input framework in STREAM mode reads it as it grows.
+    ``target`` is a path (a header is written when the file is new or empty) or a binary file
+    object that already has one (the watcher's :class:`~zeek_ml.watch.durable.AppendLog`).
     """
 
     def __init__(self, target: str | os.PathLike[str] | IO[bytes]):
@@ -240,26 +291,44 @@ class VerdictFileSink:
         # Render ports as text (``80/tcp``); the header states their Zeek type.
         render = [(name, "string" if t == "port" else t) for name, t in verdict_file_fields()]
         self.writer = ZeekLogWriter(target, "zeek_ml_verdicts", render, header=False, close_line=False)
-        self.verdicts = 0
+        self.rows = 0
 
-    def write(self, verdicts: Verdicts) -> int:
-        flagged = verdicts.flagged
-        if not flagged.any():
+    def write(self, notices: pd.DataFrame) -> int:
+        if not len(notices):
             return 0
-        written = self.writer.write(verdict_rows(verdicts.take(flagged)))
-        self.verdicts += written
-        return written
-
-    def flush(self) -> None:
+        written = self.writer.write(verdict_rows_from_notices(notices))
+        self.rows += written
         if self._own is not None:
             self._own.flush()
+        return written
 
-    def close(self, final: bool = True) -> None:
-        """Close; the file gets no ``#close`` line (Zeek keeps following it). ``final`` is accepted, unused."""
+    def close(self, close_time: float | None = None) -> None:
+        """Close; the file gets no ``#close`` line (Zeek keeps following it)."""
         self.writer.close()
         if self._own is not None:
             self._own.close()
             self._own = None
+
+
+def verdict_writer(target: str | os.PathLike[str] | IO[bytes]) -> Any:
+    """A writer factory (:data:`zeek_ml.sinks.WriterFactory`) writing notices as verdict lines to ``target``."""
+
+    def make(path: str, fields: Any) -> VerdictLogWriter:
+        return VerdictLogWriter(target)
+
+    return make
+
+
+def verdict_file_sink(target: str | os.PathLike[str] | IO[bytes], **notice_options: Any) -> Any:
+    """The verdict file as a notice sink: the notices zeek-ml's own log would get, as verdict lines.
+
+    ``notice_options`` as :func:`zeek_ml.sinks.build_notice_sink` takes them: by default one line
+    per incident when it closes (``n`` connections), ``aggregate=False`` one per flagged connection
+    as soon as it is scored. Has ``state()``/``restore()`` for the watcher's checkpoint.
+    """
+    from zeek_ml.sinks import build_notice_sink
+
+    return build_notice_sink(verdict_writer(target), **notice_options)
 
 
 class _Discard:

@@ -10,6 +10,7 @@ stop cleanly (exit 0); SIGHUP reopens the outputs after logrotate moved them.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import signal
@@ -24,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from zeek_ml.pipeline import Scorer
-from zeek_ml.sinks import EnrichedSink, build_notice_sink, enriched_fields
+from zeek_ml.sinks import EnrichedSink, build_notice_sink, enriched_fields, match_sensor
 from zeek_ml.watch.durable import AppendLog, read_json, write_json_atomic
 from zeek_ml.watch.tail import LogFollower, Segment
-from zeek_ml.zeeklog.reader import ReadStats, RejectLog, _Context, make_parser
+from zeek_ml.zeeklog.reader import ReadStats, RejectLog, _Context, make_parser, sniff_format
 from zeek_ml.zeeklog.writer import ZeekLogWriter, zeek_time_string
 
 CHECKPOINT_VERSION = 1
@@ -121,6 +122,25 @@ class Watcher:
         self._last_commit = time.monotonic()
 
     # ------------------------------------------------------------------ setup
+    def _resolve_format(self, live: str) -> None:
+        """``--format auto``/``--json-ts auto``: write notices as the sensor writes its log.
+
+        Decided from the live log, else the newest rotated one, else the notice log we wrote
+        before (a restart keeps its format); with none of them, Zeek's defaults (TSV).
+        """
+        o = self.opts
+        if "auto" not in (o.fmt, o.json_ts):
+            return
+        sensor = sniff_format(live)
+        if sensor is None:
+            rotated = [p for d in o.rotated_dirs for p in sorted(glob.glob(os.path.join(d, "*")), key=os.path.getmtime)]
+            sensor = next((f for f in map(sniff_format, reversed(rotated)) if f is not None), None)
+        if sensor is None and o.fmt == "auto":
+            previous = sniff_format(o.notice_out)
+            sensor = previous if previous is None or previous[0] != "eve" else None
+        o.fmt, o.json_ts = match_sensor(o.fmt, o.json_ts, [sensor])
+        self.log("format", {"format": o.fmt, "json_ts": o.json_ts, "from": live if sensor else "default"})
+
     def _open_outputs(self) -> None:
         o = self.opts
         self.outputs: dict[str, AppendLog] = {}
@@ -155,11 +175,12 @@ class Watcher:
             # Open it now so its checkpointed size is known before the first batch.
             sink.writer = live_writer("all")("conn", enriched_fields(None))
         if o.verdicts_out:
-            from zeek_ml.verdicts import VerdictFileSink, verdict_file_header
+            from zeek_ml.verdicts import verdict_file_header, verdict_file_sink
 
             verdict_file = AppendLog(o.verdicts_out, header=verdict_file_header())  # no #close: Zeek follows it
             self._register("verdicts", verdict_file)
-            self.sinks["verdicts"] = VerdictFileSink(verdict_file)
+            # The same notices as the notice log (incidents by default), as lines Zeek turns into NOTICEs.
+            self.sinks["verdicts"] = verdict_file_sink(verdict_file, **o.notice_options)
         rejects_target = None
         if o.rejects_out:
             rejects_target = AppendLog(o.rejects_out)
@@ -194,6 +215,7 @@ class Watcher:
         live = self._wait_for_path()
         if live is None:
             return 0
+        self._resolve_format(live)
         self._open_outputs()
         self.follower = LogFollower(
             live,
@@ -361,7 +383,9 @@ class Watcher:
                 self._observer.join(timeout=2)
         # A stop (SIGTERM) keeps open incidents in the checkpoint for the next start; the end of a
         # catch-up run (--exit-when-idle) writes them, as offline scoring does at its end.
-        self.sinks["notice"].close(final=self.run_ended)
+        for name in ("notice", "verdicts"):
+            if name in self.sinks:
+                self.sinks[name].close(final=self.run_ended)
         for out in self.outputs.values():
             out.sync()
         with contextlib.suppress(Exception):

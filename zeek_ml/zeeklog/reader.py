@@ -182,6 +182,38 @@ def expand_sources(
     return files
 
 
+def sniff_format(path: str) -> tuple[str, str] | None:
+    """How a log is written, from its first line: (``tsv``/``json``/``eve``, JSON ``ts`` form).
+
+    The ``ts`` form is what ``LogAscii::json_timestamps`` made: ``epoch`` (seconds), ``millis``
+    (integer milliseconds) or ``iso8601`` (text); ``epoch`` for TSV. None when the file cannot be
+    read or has no line yet. A notice log written to match the sensor uses both.
+    """
+    from zeek_ml.suricata import looks_like_eve
+
+    try:
+        with _open_binary(path) as f:
+            head = f.read(1 << 16)
+    except (OSError, EOFError):
+        return None
+    head = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head:
+        return None
+    if looks_like_eve(head):
+        return ("eve", "epoch")
+    if not head.startswith(b"{"):
+        return ("tsv", "epoch")
+    try:
+        ts = json.loads(head.split(b"\n", 1)[0]).get("ts")
+    except (ValueError, AttributeError):
+        ts = None
+    if isinstance(ts, str):
+        return ("json", "iso8601")
+    if isinstance(ts, int) and not isinstance(ts, bool) and abs(ts) >= 100_000_000_000:
+        return ("json", "millis")
+    return ("json", "epoch")
+
+
 def _time_key(path: str) -> tuple[float, str]:
     """(``#open`` time, else first ``ts``, else +inf; name) for ordering rotated logs."""
     try:

@@ -40,10 +40,10 @@ class ZeekLogWriter:
     """A Zeek log file: ``fields`` is a list of (name, Zeek type) in column order.
 
     ``fmt`` is ``tsv`` (Zeek's default ASCII format) or ``json`` (one object a
-    line, unset fields omitted, ``ts`` as epoch seconds unless ``json_ts`` says
-    ``iso8601`` or ``millis``). ``target`` is a path, ``-`` for stdout, or a
-    binary file object. Frames may lack columns (written unset) and hold others
-    (ignored).
+    line, unset fields omitted, every ``time`` field as epoch seconds unless
+    ``json_ts`` says ``iso8601`` or ``millis``, as ``LogAscii::json_timestamps``
+    does). ``target`` is a path, ``-`` for stdout, or a binary file object.
+    Frames may lack columns (written unset) and hold others (ignored).
     """
 
     def __init__(
@@ -233,7 +233,7 @@ class ZeekLogWriter:
         for i in range(len(frame)):
             row: dict[str, Any] = {}
             for name, zeek_type in names:
-                value = _json_value(columns[name][i], zeek_type, self.json_ts if name == "ts" else "epoch")
+                value = _json_value(columns[name][i], zeek_type, self.json_ts)
                 if value is not None:
                     row[name] = value
             out.append(json.dumps(row, ensure_ascii=False, separators=(",", ":")))

@@ -148,8 +148,31 @@ export {
 		family: string &optional;
 		## The feature groups that drove the score, when the model names them.
 		reasons: vector of string &optional;
-		## A human-readable description of the connection and its score.
+		## A human-readable description of the notice: family, severity,
+		## what the originator did, the score and why.
 		msg: string;
+		## The notice's details as words (``score=0.999 severity=high
+		## family=PortScan n=120 ... model=conn-cnn-v2``).
+		sub: string &optional;
+		## How many connections the verdict stands for (an incident's size).
+		n: count &optional;
+		## ``low``, ``medium`` or ``high``.
+		severity: string &optional;
+		## ``inbound``, ``outbound``, ``internal`` or ``external``.
+		direction: string &optional;
+		## The incident's key (direction, family and the host it is about);
+		## the notice's ``$identifier`` when set.
+		incident: string &optional;
+		## The incident's first connection.
+		first_ts: time &optional;
+		## The incident's last connection.
+		last_ts: time &optional;
+		## Distinct originators in the incident.
+		srcs: count &optional;
+		## Distinct responders in the incident.
+		dsts: count &optional;
+		## Distinct responder ports in the incident.
+		ports: count &optional;
 	};
 
 	## zeek-ml's columns in notice.log (``zeek_ml.score``, ...).
@@ -166,6 +189,22 @@ export {
 		family: string &log &optional;
 		## The feature groups that drove the score, when the model names them.
 		reasons: vector of string &log &optional;
+		## ``low``, ``medium`` or ``high``.
+		severity: string &log &optional;
+		## ``inbound``, ``outbound``, ``internal`` or ``external``.
+		direction: string &log &optional;
+		## The incident's key.
+		incident: string &log &optional;
+		## The incident's first connection.
+		first_ts: time &log &optional;
+		## The incident's last connection.
+		last_ts: time &log &optional;
+		## Distinct originators in the incident.
+		srcs: count &log &optional;
+		## Distinct responders in the incident.
+		dsts: count &log &optional;
+		## Distinct responder ports in the incident.
+		ports: count &log &optional;
 	};
 
 	## Published on :zeek:see:`ZeekML::conn_topic` for each finished
@@ -251,13 +290,34 @@ function raise_notice(v: Verdict)
 		info$family = v$family;
 	if ( v?$reasons )
 		info$reasons = v$reasons;
+	if ( v?$severity )
+		info$severity = v$severity;
+	if ( v?$direction )
+		info$direction = v$direction;
+	if ( v?$incident )
+		info$incident = v$incident;
+	if ( v?$first_ts )
+		info$first_ts = v$first_ts;
+	if ( v?$last_ts )
+		info$last_ts = v$last_ts;
+	if ( v?$srcs )
+		info$srcs = v$srcs;
+	if ( v?$dsts )
+		info$dsts = v$dsts;
+	if ( v?$ports )
+		info$ports = v$ports;
 
 	local cid = conn_id($orig_h=v$orig_h, $orig_p=v$orig_p, $resp_h=v$resp_h,
 	    $resp_p=v$resp_p);
+	local n = Notice::Info($note=Suspicious_Connection, $msg=v$msg, $uid=v$uid,
+	    $id=cid, $suppress_for=suppress_for, $zeek_ml=info);
 
-	NOTICE([$note=Suspicious_Connection, $msg=v$msg, $sub=fmt("score=%.3f",
-	    v$score), $uid=v$uid, $id=cid, $identifier=cat(v$orig_h),
-	    $suppress_for=suppress_for, $zeek_ml=info]);
+	n$sub = v?$sub ? v$sub : fmt("score=%.3f", v$score);
+	n$identifier = v?$incident ? v$incident : cat(v$orig_h);
+	if ( v?$n )
+		n$n = v$n;
+
+	NOTICE(n);
 	}
 
 event verdict_line(desc: Input::EventDescription, tpe: Input::Event, v: Verdict)

@@ -7,8 +7,8 @@
 # @TEST-EXEC: grep -q '^ZeekML::Suspicious_Connection	CEL3aLvvNGvO6Ecoa	193.201.9.232	3933	conn-cnn-v2$' notices.txt
 # @TEST-EXEC: grep -q '^ZeekML::Suspicious_Connection	C7kLhX22APK3NRYqG6	fe80::5dd3:6bb3:7720:1e83	5355	conn-cnn-v2$' notices.txt
 # @TEST-EXEC: grep -q '^ZeekML::Suspicious_Connection	Cu9rRfmZywqa3Wilj	192.168.1.115	1177	conn-cnn-v2$' notices.txt
-# @TEST-EXEC: zeek-cut sub zeek_ml.score zeek_ml.threshold < notice.log | grep -q '^score=1.000	0.999675	0.999429$'
-# @TEST-EXEC: grep -q '^#fields.*	zeek_ml.score	zeek_ml.threshold	zeek_ml.model	zeek_ml.model_version	zeek_ml.family	zeek_ml.reasons' notice.log
+# @TEST-EXEC: zeek-cut sub zeek_ml.score zeek_ml.threshold < notice.log | grep -q '^score=1.000 severity=high family=C&C model=conn-cnn-v2	0.999675	0.999429$'
+# @TEST-EXEC: grep -q '^#fields.*	zeek_ml.score	zeek_ml.threshold	zeek_ml.model	zeek_ml.model_version	zeek_ml.family	zeek_ml.reasons	zeek_ml.severity	zeek_ml.direction	zeek_ml.incident	zeek_ml.first_ts	zeek_ml.last_ts	zeek_ml.srcs	zeek_ml.dsts	zeek_ml.ports$' notice.log
 
 redef exit_only_after_terminate = T;
 
