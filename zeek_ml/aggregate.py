@@ -35,6 +35,7 @@ from zeek_ml.notice import (
     EMPTY,
     NOTE,
     NOTICE_LOG_FIELDS,
+    REP_FIELDS,
     connection_subs,
     notice_sub,
     notices_from_verdicts,
@@ -49,19 +50,6 @@ if TYPE_CHECKING:
 TIME_JUMP = 86400.0
 """Seconds data time may go back before it counts as another capture (a conn's ts is its start,
 so a long connection logged late is a few hours behind at most)."""
-
-REP_FIELDS: tuple[str, ...] = (
-    "uid",
-    "id.orig_h",
-    "id.orig_p",
-    "id.resp_h",
-    "id.resp_p",
-    "proto",
-    "service",
-    "conn_state",
-    "history",
-)
-"""What an incident keeps of its representative (top-scoring) connection."""
 
 
 @dataclass
@@ -475,6 +463,7 @@ class IncidentSink:
             "zeek_ml.srcs": len(inc.srcs),
             "zeek_ml.dsts": len(inc.dsts),
             "zeek_ml.ports": len(inc.ports),
+            "_rep": rep,
         }
 
     # ------------------------------------------------------------------ lifecycle

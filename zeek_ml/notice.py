@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
-from zeek_ml.pipeline import Verdicts
+from zeek_ml.pipeline import Verdicts, plain
 from zeek_ml.zeeklog.schema import NOTICE_FIELDS
 
 NOTE = "ZeekML::Suspicious_Connection"
@@ -24,6 +26,30 @@ EXTRA_NOTICE_FIELDS: tuple[tuple[str, str], ...] = (
 )
 """Columns after the standard ones: the score, the threshold it crossed, the model, the predicted
 attack family and the feature groups that drove the score (when the model names them)."""
+
+REP_FIELDS: tuple[str, ...] = (
+    "uid",
+    "id.orig_h",
+    "id.orig_p",
+    "id.resp_h",
+    "id.resp_p",
+    "proto",
+    "service",
+    "conn_state",
+    "history",
+    "ts",
+    "duration",
+    "orig_pkts",
+    "resp_pkts",
+    "orig_ip_bytes",
+    "resp_ip_bytes",
+    "community_id",
+    "suricata.bytes_toserver",
+    "suricata.bytes_toclient",
+)
+"""What a notice keeps of the connection it names (an incident's top-scoring one), in its ``_rep``
+column: the notice log does not write it; eve alerts take their ``flow``, ``app_proto`` and
+``community_id`` from it."""
 
 ACTIONS: tuple[str, ...] = ("Notice::ACTION_LOG",)
 EMPTY: tuple[str, ...] = ()
@@ -178,4 +204,11 @@ def notices_from_verdicts(verdicts: Verdicts) -> pd.DataFrame:
     if verdicts.reason_codes is not None:
         frame["zeek_ml.reasons"] = [tuple(c) if c is not None else None for c in verdicts.reason_codes]
     frame["msg"] = msg
+    frame["_rep"] = rep_records(verdicts.conns)
     return frame
+
+
+def rep_records(conns: pd.DataFrame) -> list[dict[str, Any]]:
+    """:data:`REP_FIELDS` of each connection as plain values (None where unset or absent)."""
+    columns = {f: conns[f].tolist() if f in conns.columns else [None] * len(conns) for f in REP_FIELDS}
+    return [{f: plain(columns[f][i]) for f in REP_FIELDS} for i in range(len(conns))]

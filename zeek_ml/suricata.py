@@ -23,6 +23,7 @@ import datetime as dt
 import functools
 import ipaddress
 import json
+import math
 import os
 import re
 import sys
@@ -676,6 +677,9 @@ def alerts_from_notices(frame: pd.DataFrame) -> list[dict[str, Any]]:
             if dport is not None:
                 event["icmp_code"] = int(dport)
         event["proto"] = proto
+        rep = row.get("_rep") if "_rep" in cols else None
+        if isinstance(rep, dict):
+            event.update(_flow_of(rep))
         event["alert"] = {
             "action": "allowed",
             "gid": GID,
@@ -687,6 +691,50 @@ def alerts_from_notices(frame: pd.DataFrame) -> list[dict[str, Any]]:
             "metadata": meta,
         }
         out.append({k: v for k, v in event.items() if v is not None})
+    return out
+
+
+APP_PROTOS: dict[str, str] = {zeek: suricata for suricata, zeek in SERVICE_NAMES.items() if zeek} | {
+    "ssl": "tls",
+    "http": "http",
+    "ftp-data": "ftp-data",
+}
+"""Zeek ``service`` -> Suricata ``app_proto`` where the names differ (the other way of :data:`SERVICE_NAMES`)."""
+
+
+def _flow_of(rep: dict[str, Any]) -> dict[str, Any]:
+    """``flow``, ``app_proto`` and ``community_id`` of an alert, from the connection its notice names.
+
+    Packets are the connection's; bytes are Suricata's own counters when it came from eve.json,
+    else Zeek's IP bytes plus an Ethernet header per packet (what Suricata would have counted on
+    an untagged link); ``start``/``end`` from ``ts`` and ``duration``. Only what is known is written.
+    """
+    out: dict[str, Any] = {}
+    flow: dict[str, Any] = {}
+    for side, zside in (("toserver", "orig"), ("toclient", "resp")):
+        pkts = rep.get(f"{zside}_pkts")
+        if pkts is not None:
+            flow[f"pkts_{side}"] = int(pkts)
+        counted = rep.get(f"suricata.bytes_{side}")
+        ip_bytes = rep.get(f"{zside}_ip_bytes")
+        if counted is not None:
+            flow[f"bytes_{side}"] = int(counted)
+        elif ip_bytes is not None:
+            flow[f"bytes_{side}"] = int(ip_bytes) + LINK_HEADER_BYTES * int(pkts or 0)
+    ts = rep.get("ts")
+    if ts is not None and math.isfinite(float(ts)):
+        flow["start"] = _eve_time(float(ts))
+        duration = rep.get("duration")
+        if duration is not None and math.isfinite(float(duration)):
+            flow["end"] = _eve_time(float(ts) + float(duration))
+    service = rep.get("service")
+    if isinstance(service, str) and service:
+        first = service.split(",")[0].strip().lower()
+        out["app_proto"] = APP_PROTOS.get(first, first)
+    if isinstance(rep.get("community_id"), str) and rep["community_id"]:
+        out["community_id"] = rep["community_id"]
+    if flow:
+        out["flow"] = flow
     return out
 
 
