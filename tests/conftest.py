@@ -1,8 +1,19 @@
-"""Shared fixtures. In CI (ZEEK_ML_NO_SKIP=1) a missing dependency fails instead of skipping."""
+"""Shared fixtures. In CI (ZEEK_ML_NO_SKIP=1) a missing dependency fails instead of skipping.
+
+Two things a fresh clone may lack are not dependencies the test command installs, so a test
+that needs one skips with a reason saying what and why, even with ZEEK_ML_NO_SKIP:
+
+- the shared data in ``../shared/data`` (:func:`need_shared`): with ``CI=true`` its absence is a
+  failure, since CI always has it;
+- a real Zeek on ``PATH`` (:func:`need_zeek`): zeek-ml's Zeek package, Broker peering and Zeek's
+  own logs are tested against it where it is installed; ``ZEEK_ML_REQUIRE_ZEEK=1`` makes its
+  absence a failure.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +35,40 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+ALLOWED_SKIP = "[not in this checkout]"
+"""Marks the skip reasons ZEEK_ML_NO_SKIP lets through (see the module docstring)."""
+
+
+def need_shared(path: Path | None = None) -> Path:
+    """``../shared/data`` (or ``path`` inside it): skip without it, fail with ``CI=true``."""
+    target = path if path is not None else DATA
+    if target.exists():
+        return target
+    reason = f"shared data not found at {target} (a clone without ../shared; set ZEEK_ML_SHARED_DATA)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI=true, where it must be present")
+    pytest.skip(f"{ALLOWED_SKIP} {reason}")
+
+
+def need_zeek() -> str:
+    """The ``zeek`` binary on PATH: skip without it (fail with ``ZEEK_ML_REQUIRE_ZEEK=1``)."""
+    found = shutil.which("zeek")
+    if found:
+        return found
+    reason = "zeek not on PATH: the Zeek-backed tests need a Zeek 6.0+ (8.0 LTS tested) with zeek-cut"
+    if os.environ.get("ZEEK_ML_REQUIRE_ZEEK"):
+        pytest.fail(f"{reason}; ZEEK_ML_REQUIRE_ZEEK is set")
+    pytest.skip(f"{ALLOWED_SKIP} {reason}")
+
+
 @pytest.fixture
 def shared_data() -> Path:
-    need(DATA.is_dir(), f"shared data not found at {DATA} (set ZEEK_ML_SHARED_DATA)")
-    return DATA
+    return need_shared()
+
+
+@pytest.fixture
+def zeek() -> str:
+    return need_zeek()
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -49,6 +90,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """With ZEEK_ML_NO_SKIP set (CI), every skip, importorskip included, is a failure."""
     outcome = yield
     report = outcome.get_result()
-    if os.environ.get("ZEEK_ML_NO_SKIP") and report.skipped and not hasattr(report, "wasxfail"):
+    allowed = ALLOWED_SKIP in str(report.longrepr)
+    if os.environ.get("ZEEK_ML_NO_SKIP") and report.skipped and not hasattr(report, "wasxfail") and not allowed:
         report.outcome = "failed"
         report.longrepr = f"skipped, and ZEEK_ML_NO_SKIP is set (CI): {report.longrepr}"

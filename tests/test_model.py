@@ -151,10 +151,9 @@ def v2():
 
 @pytest.fixture(scope="module")
 def lab_rows():
-    from tests.conftest import DATA, need
+    from tests.conftest import DATA, need_shared
 
-    path = DATA / "zeek_labeled" / "lab-namespaces-2026.part1.conn.log.labeled.gz"
-    need(path.is_file(), f"shared data not found: {path}")
+    path = need_shared(DATA / "zeek_labeled" / "lab-namespaces-2026.part1.conn.log.labeled.gz")
     return read_frames([str(path)]).head(4000).reset_index(drop=True)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, SAMPLE_LOGS, need
+from tests.conftest import DATA, SAMPLE_LOGS, need_shared
 from zeek_ml.temporal import FAILED_STATES, TEMPORAL_NAMES, HostContext
 from zeek_ml.zeeklog import read_frames
 
@@ -19,8 +19,7 @@ LAB = "lab-namespaces-2026.part1.conn.log.labeled.gz"
 
 @pytest.fixture(scope="module")
 def lab() -> pd.DataFrame:
-    path = DATA / "zeek_labeled" / LAB
-    need(path.is_file(), f"shared data not found: {path}")
+    path = need_shared(DATA / "zeek_labeled" / LAB)
     return read_frames([str(path)]).head(3000).reset_index(drop=True)
 
 

@@ -428,6 +428,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeek-ml", description="A learned intrusion detector for Zeek conn logs.")
     parser.add_argument("--version", action="version", version=f"zeek-ml {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     score = sub.add_parser(
@@ -641,6 +642,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except OSError as e:  # a file or directory we could not read or write: one line, naming it
+        if getattr(args, "debug", False):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        _say(f"error: {where}{e.strerror or e}")
+        return EXIT_INPUT
+    except Exception as e:
+        if getattr(args, "debug", False):
+            raise
+        _say(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -312,6 +312,9 @@ function raise_notice(v: Verdict)
 	local n = Notice::Info($note=Suspicious_Connection, $msg=v$msg, $uid=v$uid,
 	    $id=cid, $suppress_for=suppress_for, $zeek_ml=info);
 
+	# When the activity happened (an incident's first connection), as in
+	# zeek-ml's own notice log, not when Zeek read the verdict.
+	n$ts = v$ts;
 	n$sub = v?$sub ? v$sub : fmt("score=%.3f", v$score);
 	n$identifier = v?$incident ? v$incident : cat(v$orig_h);
 	if ( v?$n )
