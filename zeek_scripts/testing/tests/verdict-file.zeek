@@ -12,8 +12,21 @@
 
 redef exit_only_after_terminate = T;
 
-event Input::end_of_data(name: string, source: string)
+global logged = 0;
+
+# STREAM mode never ends its input: stop once the file's three verdicts are notices.
+event Notice::log_notice(rec: Notice::Info)
 	{
-	if ( name == "zeek_ml_verdicts" )
+	if ( ++logged == 3 )
 		terminate();
+	}
+
+event give_up()
+	{
+	terminate();
+	}
+
+event zeek_init()
+	{
+	schedule 60sec { give_up() };
 	}

@@ -1,0 +1,1 @@
+"""Test-only emulators of SOC ingest paths (Elasticsearch ingest pipelines, Beats / Elastic Agent inputs)."""
