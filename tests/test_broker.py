@@ -9,6 +9,7 @@ the events have exactly the shape the Zeek package sends.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import random
@@ -108,10 +109,12 @@ class Service:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, word: str, timeout: float = 60) -> str:
+        """Wait for the log event ``word`` (``zeek-ml broker: info: word``), or a regex given as ``re:...``."""
         deadline = time.monotonic() + timeout
+        pattern = re.compile(word[3:]) if word.startswith("re:") else None
         while time.monotonic() < deadline:
             text = self.text()
-            if f": {word}" in text:
+            if pattern.search(text) if pattern else f": {word}" in text:
                 return text
             if self.proc.poll() is not None:
                 raise AssertionError(f"zeek-ml broker exited {self.proc.returncode}:\n{text}")
@@ -144,7 +147,11 @@ class Zeekish:
         self.verdicts: list[dict[str, Any]] = []
         self.acked: list[str] = []
         if listen_port is not None:
-            assert self.endpoint.listen("127.0.0.1", listen_port) == listen_port
+            # Broker 2.x releases a shut-down endpoint's listening socket asynchronously: wait for it.
+            deadline = time.monotonic() + 30
+            while self.endpoint.listen("127.0.0.1", listen_port) != listen_port:
+                assert time.monotonic() < deadline, f"cannot listen on 127.0.0.1:{listen_port}"
+                time.sleep(0.1)
 
     def peer(self, port: int) -> None:
         self.endpoint.peer_nosync("127.0.0.1", port, 1.0)
@@ -163,8 +170,15 @@ class Zeekish:
         for record in records:
             self.endpoint.publish(CONN_TOPIC, self.b.zeek.Event(CONN_EVENT, record))
 
-    def collect(self, until: set[str] | None = None, timeout: float = 30, quiet: float = 0.0) -> None:
-        """Gather verdicts and acks until every uid in ``until`` is acked (or ``quiet`` seconds pass with none)."""
+    def collect(
+        self, until: set[str] | None = None, timeout: float = 30, quiet: float = 0.0, verdicts: bool = False
+    ) -> None:
+        """Gather verdicts and acks until every uid in ``until`` is acked (or ``quiet`` seconds pass with none).
+
+        ``verdicts``: every uid in ``until`` also has its verdict (threshold 0). Broker 2.x hands each
+        subscriber its messages on its own, so an ack can reach us before the verdicts sent ahead of it.
+        """
+        wanted = set(until) if verdicts and until is not None else set()
         from zeek_ml.broker.codec import verdict_dicts
 
         deadline = time.monotonic() + timeout
@@ -183,7 +197,7 @@ class Zeekish:
                 got = True
             if got:
                 last = time.monotonic()
-            if until is not None and until <= set(self.acked):
+            if until is not None and until <= set(self.acked) and wanted <= {v["uid"] for v in self.verdicts}:
                 # acks follow their verdicts on the same path; drain what is already here
                 time.sleep(0.2)
                 until = None
@@ -196,6 +210,36 @@ class Zeekish:
 
     def close(self) -> None:
         self.endpoint.shutdown()
+        # Broker 2.x keeps the listening socket until the endpoint object is gone.
+        del self.verdict_sub, self.ack_sub, self.endpoint
+        gc.collect()
+
+
+@contextlib.contextmanager
+def sender_process(port: int, count: int) -> Iterator[subprocess.Popen[str]]:
+    """``tests/broker_sender.py``: a peer that listens, sends ``count`` connections, and exits on request."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.broker_sender", str(port), str(count)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+def go_away(proc: subprocess.Popen[str]) -> None:
+    """The sender process shuts its endpoint down and exits ("Zeek" is gone, its port free)."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
 
 
 @pytest.fixture
@@ -235,7 +279,7 @@ def test_round_trip_scores_match_offline(
         zeek = Zeekish(broker)
         zeek.peer(port)
         zeek.publish(records)
-        zeek.collect(until=set(conns["uid"]))
+        zeek.collect(until=set(conns["uid"]), verdicts=True)
         counts = service.stop()
         zeek.close()
     assert counts["received"] == counts["scored"] == len(conns)
@@ -278,7 +322,7 @@ def test_scores_follow_arrival_order(
         zeek = Zeekish(broker)
         zeek.peer(port)
         zeek.publish([records[i] for i in order])
-        zeek.collect(until=set(conns["uid"]))
+        zeek.collect(until=set(conns["uid"]), verdicts=True)
         service.stop()
         zeek.close()
     got = {v["uid"]: v["score"] for v in zeek.verdicts}
@@ -380,24 +424,23 @@ def test_kill9_with_verdicts_unsent_answers_the_resend_from_the_state(
     port = free_port()
     state = tmp_path / "broker-state.json"
     env = {"ZEEK_ML_BROKER_STATE": str(state)}
-    args = ("--peer", f"127.0.0.1:{port}", "--retry", "1", "--threshold", "0", "--max-wait", "3")
-    first_zeek = Zeekish(broker, listen_port=port)
-    with running(tmp_path, *args, env=env) as service:
-        first_zeek.wait_peered()
-        first_zeek.publish(records[:300])
-        time.sleep(1.0)  # delivered; zeek-ml waits up to 3 s for a fuller batch
-        first_zeek.close()  # "Zeek" goes away before any verdict
+    # zeek-ml holds a partial batch up to --max-wait: long enough for the peer to be gone first
+    args = ("--peer", f"127.0.0.1:{port}", "--retry", "1", "--threshold", "0", "--max-wait", "5")
+    status = ("--status-interval", "0.2")
+    with sender_process(port, 300) as first_zeek, running(tmp_path, *args, *status, env=env) as service:
+        assert first_zeek.stdout is not None and first_zeek.stdout.readline().strip() == "sent"
+        go_away(first_zeek)  # "Zeek" goes away (its endpoint's shutdown delivers what it sent first)
         service.wait_for("peer_lost", timeout=30)
+        service.wait_for(r"re:received=300 .*scored=300 .*outbox=301\)")  # scored; verdicts held
         deadline = time.monotonic() + 30
         while not state.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         service.kill9()  # its 300 verdicts die in the outbox; the state file has them
-    assert not first_zeek.acked
     zeek = Zeekish(broker, listen_port=port)
     with running(tmp_path, *args, env=env) as service:
         zeek.wait_peered()
         zeek.publish(records[:600])  # the sender resends what was never acknowledged, then goes on
-        zeek.collect(until={r[1] for r in records[:600]})
+        zeek.collect(until={r[1] for r in records[:600]}, verdicts=True)
         counts = service.stop()
         zeek.close()
     assert counts["replayed"] == 300 and counts["scored"] == 300
@@ -414,21 +457,19 @@ def test_peer_restart_verdicts_wait_for_the_peer(
 ) -> None:
     """zeek-ml dials Zeek; Zeek goes away after sending; the verdicts are delivered when it is back."""
     port = free_port()
-    first = Zeekish(broker, listen_port=port)
     batch = records[:300]
     uids = {r[1] for r in batch}
-    with running(
-        tmp_path, "--peer", f"127.0.0.1:{port}", "--retry", "1", "--threshold", "0", "--max-wait", "3"
-    ) as service:
-        first.wait_peered()
-        first.publish(batch)
-        time.sleep(1.0)  # delivered to zeek-ml, which waits up to 3 s for a fuller batch
-        first.close()  # "Zeek" goes away before any verdict
-        text = service.wait_for("peer_lost", timeout=30)
-        assert "peer_lost (outbox=301 " in text  # 300 verdicts and the batch's ack, held
+    # zeek-ml holds a partial batch up to --max-wait: long enough for the peer to be gone first
+    args = ("--peer", f"127.0.0.1:{port}", "--retry", "1", "--threshold", "0", "--max-wait", "5")
+    with sender_process(port, 300) as first, running(tmp_path, *args, "--status-interval", "0.2") as service:
+        assert first.stdout is not None and first.stdout.readline().strip() == "sent"
+        go_away(first)  # "Zeek" goes away (its endpoint's shutdown delivers what it sent first)
+        service.wait_for("peer_lost", timeout=30)
+        # scored after the peer was lost: 300 verdicts and the batch's ack held for the next peer
+        service.wait_for(r"re:received=300 .*scored=300 .*outbox=301\)")
         second = Zeekish(broker, listen_port=port)  # "Zeek" is back on the same port
         second.wait_peered()
-        second.collect(until=uids)
+        second.collect(until=uids, verdicts=True)
         counts = service.stop()
         second.close()
     assert {v["uid"] for v in second.verdicts} == uids
