@@ -397,6 +397,7 @@ def test_eve_alerts_validate_against_suricatas_schema(soc: Path, own: dict[str, 
             assert alert["event_type"] == "alert"
             assert set(alert["flow"]) >= {"pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient"}
             assert {"start", "end"} <= set(alert["flow"])
+            assert alert["community_id"].startswith("1:")  # Zeek's conn.log has community_id
 
 
 def test_eve_alerts_in_elastics_suricata_integration(soc: Path, own: dict[str, Path]) -> None:
@@ -414,6 +415,14 @@ def test_eve_alerts_in_elastics_suricata_integration(soc: Path, own: dict[str, P
         assert doc["network"]["packets"] == flow["pkts_toserver"] + flow["pkts_toclient"]
         assert doc["network"].get("protocol") == alert.get("app_proto") and doc["network"]["transport"] == "tcp"
         assert doc["event"]["duration"] > 0 and doc["source"]["ip"] == alert["src_ip"]
+        # Zeek's community_id, carried by the alert, is the one Elastic's community_id processor computes
+        assert doc["network"]["community_id"] == alert["community_id"]
+        recomputed = simulate(
+            registry,
+            "default",
+            {"message": json.dumps({k: v for k, v in alert.items() if k != "community_id"}), "@timestamp": AGENT_TIME},
+        )
+        assert recomputed is not None and recomputed["network"]["community_id"] == alert["community_id"]
 
 
 def test_eve_alerts_in_security_onion(soc: Path, so_registry: Registry, own: dict[str, Path]) -> None:

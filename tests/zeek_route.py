@@ -1,6 +1,7 @@
 """Real captures through a real Zeek and zeek-ml, both ways a SOC receives zeek-ml's notices.
 
-1. Zeek reads the captures and writes conn.log (TSV, or JSON with ``LogAscii::use_json=T``).
+1. Zeek reads the captures and writes conn.log (TSV, or JSON with ``LogAscii::use_json=T``), with
+   the ``community_id`` column of ``policy/protocols/conn/community-id-logging``.
 2. ``zeek-ml watch`` (the CLI, as a subprocess) follows that log directory and writes its own
    notice log (``zeek_ml_notice.log``, in the sensor's format) and the verdict file.
 3. Zeek, with the zeek-ml package loaded, follows the verdict file and raises the notices into
@@ -106,7 +107,9 @@ def run_route(work: Path, json_logs: bool) -> Route:
     sensor.mkdir(parents=True)
     zeek_side.mkdir()
     pcap = merge_pcaps(PCAPS, work / "capture.pcap")
-    zeek("-C", "-r", str(pcap), f"LogAscii::use_json={'T' if json_logs else 'F'}", cwd=sensor)
+    # community-id-logging: conn.log's community_id column, as Security Onion and most sensors log it
+    community = "policy/protocols/conn/community-id-logging"
+    zeek("-C", "-r", str(pcap), community, f"LogAscii::use_json={'T' if json_logs else 'F'}", cwd=sensor)
     own, verdicts = work / "zeek_ml_notice.log", work / "verdicts.log"
     res = cli("watch", str(sensor), "-o", str(own), "--verdicts", str(verdicts), "--exit-when-idle", "1", cwd=work)
     if res.returncode != 0:
