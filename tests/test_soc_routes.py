@@ -315,7 +315,8 @@ def test_security_onion(soc: Path, so_registry: Registry, own: dict[str, Path], 
         event = beats.run_processors(policy["processors"], beats.agent_event(line, path, timestamp=AGENT_TIME))
         assert event is not None and beats.to_wire(event)[1] == f"zeek.{name}"
         doc = _so_ingest(policy, line, path, registry)
-        assert "alert" in doc["tags"] and "message2" not in doc and "_zeek_ml" not in doc
+        assert "alert" in doc["tags"] and doc["event"]["kind"] == "alert"
+        assert "message2" not in doc and "_zeek_ml" not in doc
         assert doc["@timestamp"] == iso_ms(want["ts"]) and doc["notice"]["note"] == "ZeekML::Suspicious_Connection"
         assert doc["notice"]["message"] == want["msg"] and doc["notice"]["sub_message"] == want["sub"]
         assert doc["source"]["ip"] == want["id.orig_h"] and doc["destination"]["port"] == want["id.resp_p"]

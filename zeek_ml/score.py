@@ -95,7 +95,7 @@ def score_logs(
     (eve.json flow events; ``local_nets`` also sets their ``local_orig``/``local_resp``).
     ``fmt="eve"`` writes the notices as Suricata eve alert events
     (:class:`~zeek_ml.suricata.EveAlertSink`; ``--all`` then writes JSON lines); ``fmt`` and
-    ``json_ts`` ``"auto"`` follow the first input (:func:`~zeek_ml.sinks.match_sensor`).
+    ``json_ts`` ``"auto"`` follow how the inputs are written (:func:`~zeek_ml.sinks.match_sensor`).
     """
     if "auto" in (fmt, json_ts):
         inputs = files = expand_sources(inputs, source=source)
