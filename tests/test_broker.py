@@ -425,11 +425,12 @@ def test_kill9_with_verdicts_unsent_answers_the_resend_from_the_state(
     state = tmp_path / "broker-state.json"
     env = {"ZEEK_ML_BROKER_STATE": str(state)}
     # zeek-ml holds a partial batch up to --max-wait: long enough for the peer to be gone first
-    args = ("--peer", f"127.0.0.1:{port}", "--retry", "1", "--threshold", "0", "--max-wait", "5")
+    args = ("--peer", f"127.0.0.1:{port}", "--retry", "1", "--threshold", "0", "--max-wait", "8")
     status = ("--status-interval", "0.2")
     with sender_process(port, 300) as first_zeek, running(tmp_path, *args, *status, env=env) as service:
         assert first_zeek.stdout is not None and first_zeek.stdout.readline().strip() == "sent"
-        go_away(first_zeek)  # "Zeek" goes away (its endpoint's shutdown delivers what it sent first)
+        service.wait_for(r"re:received=300 .*verdicts=0 ")  # all in, none scored yet (--max-wait)
+        go_away(first_zeek)  # "Zeek" goes away before any verdict
         service.wait_for("peer_lost", timeout=30)
         service.wait_for(r"re:received=300 .*scored=300 .*outbox=301\)")  # scored; verdicts held
         deadline = time.monotonic() + 30
@@ -460,10 +461,11 @@ def test_peer_restart_verdicts_wait_for_the_peer(
     batch = records[:300]
     uids = {r[1] for r in batch}
     # zeek-ml holds a partial batch up to --max-wait: long enough for the peer to be gone first
-    args = ("--peer", f"127.0.0.1:{port}", "--retry", "1", "--threshold", "0", "--max-wait", "5")
+    args = ("--peer", f"127.0.0.1:{port}", "--retry", "1", "--threshold", "0", "--max-wait", "8")
     with sender_process(port, 300) as first, running(tmp_path, *args, "--status-interval", "0.2") as service:
         assert first.stdout is not None and first.stdout.readline().strip() == "sent"
-        go_away(first)  # "Zeek" goes away (its endpoint's shutdown delivers what it sent first)
+        service.wait_for(r"re:received=300 .*verdicts=0 ")  # all in, none scored yet (--max-wait)
+        go_away(first)  # "Zeek" goes away before any verdict
         service.wait_for("peer_lost", timeout=30)
         # scored after the peer was lost: 300 verdicts and the batch's ack held for the next peer
         service.wait_for(r"re:received=300 .*scored=300 .*outbox=301\)")

@@ -169,8 +169,16 @@ class BrokerService:
 
     # ------------------------------------------------------------------ receiver thread
     def _receive_loop(self) -> None:
+        """Queue what peers send; log the status line every ``status_interval`` (live, even while a
+        batch fills for ``max_wait``)."""
         limit = self.opts.queue_size
+        last_status = time.monotonic()
         while not self.stop_requested.is_set():
+            if time.monotonic() - last_status >= self.opts.status_interval:
+                with self.lock:
+                    status = self.status()
+                self.log("status", status)
+                last_status = time.monotonic()
             try:
                 events = self.transport.receive(0.2)
             except Exception as e:  # keep receiving; say why
@@ -201,16 +209,12 @@ class BrokerService:
         self.log("started", {"transport": self.transport.describe(), "conn_topic": self.opts.conn_topic})
         self._receiver = threading.Thread(target=self._receive_loop, name="zeek-ml-broker-receive", daemon=True)
         self._receiver.start()
-        last_status = time.monotonic()
         try:
             while not self.stop_requested.is_set():
                 batch = self._next_batch()
                 if batch:
                     self._score(batch)
                 self._flush_outbox()
-                if time.monotonic() - last_status >= self.opts.status_interval:
-                    self.log("status", self.status())
-                    last_status = time.monotonic()
         finally:
             self._shutdown()
         return 0
