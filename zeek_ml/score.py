@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zeek_ml.pipeline import Scorer, Sink
+from zeek_ml.safeio import Output, check_outputs, open_output
 from zeek_ml.sinks import EnrichedSink, build_notice_sink, file_writer, match_sensor
 from zeek_ml.zeeklog import ReadStats, RejectLog, expand_sources, iter_batches
 from zeek_ml.zeeklog.reader import sniff_format
@@ -74,6 +75,7 @@ def score_logs(
     threshold: float | None = None,
     all_out: str | os.PathLike[str] | None = None,
     rejects: RejectLog | None = None,
+    rejects_out: str | os.PathLike[str] | None = None,
     strict: bool = False,
     fields: list[str] | None = None,
     progress: bool | None = None,
@@ -89,67 +91,126 @@ def score_logs(
 
     ``threshold`` overrides the model card's. ``all_out`` also writes every
     connection with its score (an enriched conn log). Malformed lines go to
-    ``rejects`` and the run goes on, unless ``strict``. ``aggregate``, ``suppress_for``,
+    ``rejects`` (or a new :class:`RejectLog` writing ``rejects_out``) and the run goes on,
+    unless ``strict``. ``aggregate``, ``suppress_for``,
     ``local_nets``, ``min_severity``, ``profile`` and ``local_discovery`` shape the notices
     (:func:`~zeek_ml.sinks.build_notice_sink`). ``source``: ``auto``, ``zeek`` or ``suricata``
     (eve.json flow events; ``local_nets`` also sets their ``local_orig``/``local_resp``).
     ``fmt="eve"`` writes the notices as Suricata eve alert events
     (:class:`~zeek_ml.suricata.EveAlertSink`; ``--all`` then writes JSON lines); ``fmt`` and
     ``json_ts`` ``"auto"`` follow how the inputs are written (:func:`~zeek_ml.sinks.match_sensor`).
+
+    Outputs are written safely (:mod:`zeek_ml.safeio`): an output that is also an input is refused,
+    each file is written under a temporary name and renamed into place only when the whole run
+    succeeded; on any failure nothing is left at the output paths (a file already there stays as
+    it was). ``-`` streams to stdout. I/O failures are :class:`~zeek_ml.safeio.OutputError`.
     """
+    files = expand_sources(inputs, source=source)
+    check_outputs({"-o": notice_out, "--all": all_out, "--rejects": rejects_out}, files)
     if "auto" in (fmt, json_ts):
-        inputs = files = expand_sources(inputs, source=source)
         fmt, json_ts = match_sensor(fmt, json_ts, [sniff_format(os.fspath(f)) for f in files])
     scorer = Scorer(model, threshold)
-    rejects = rejects if rejects is not None else RejectLog(strict=strict)
+    outputs: list[Output] = []
+    try:
+        notice_file = _open(notice_out, outputs)
+        all_file = _open(all_out, outputs) if all_out is not None else None
+        if rejects_out is not None:
+            rejects = RejectLog(strict=strict, target=_open(rejects_out, outputs))
+        summary = _score(
+            files,
+            scorer,
+            notice_file,
+            all_file,
+            rejects if rejects is not None else RejectLog(strict=strict),
+            fmt=fmt,
+            json_ts=json_ts,
+            strict=strict,
+            fields=fields,
+            progress=progress,
+            source=source,
+            notice_options={
+                "aggregate": aggregate,
+                "suppress_for": suppress_for,
+                "local_nets": local_nets,
+                "min_severity": min_severity,
+                "profile": profile,
+                "local_discovery": local_discovery,
+            },
+        )
+        for out in outputs:
+            out.commit()
+    except BaseException:
+        for out in outputs:
+            out.discard()
+        raise
+    return summary
+
+
+def _open(path: str | os.PathLike[str], outputs: list[Output]) -> Output:
+    out = open_output(path)
+    outputs.append(out)
+    return out
+
+
+def _score(
+    files: list[str],
+    scorer: Scorer,
+    notice_file: Output,
+    all_file: Output | None,
+    rejects: RejectLog,
+    *,
+    fmt: str,
+    json_ts: str,
+    strict: bool,
+    fields: list[str] | None,
+    progress: bool | None,
+    source: str,
+    notice_options: dict[str, Any],
+) -> ScoreSummary:
+    """The scoring loop of :func:`score_logs`, writing to outputs it already opened."""
     stats = ReadStats()
     summary = ScoreSummary()
     started = time.perf_counter()
-    bar = _progress(progress)
-    notice_options: dict[str, Any] = {
-        "aggregate": aggregate,
-        "suppress_for": suppress_for,
-        "local_nets": local_nets,
-        "min_severity": min_severity,
-        "profile": profile,
-        "local_discovery": local_discovery,
-    }
     if fmt == "eve":
         from zeek_ml.suricata import EveAlertSink
 
-        notice_sink: Any = EveAlertSink(notice_out, **notice_options)
+        notice_sink: Any = EveAlertSink(notice_file, **notice_options)
         fmt = "json"  # for --all: an enriched conn log has no eve form
     else:
-        notice_sink = build_notice_sink(file_writer(notice_out, fmt, json_ts), **notice_options)
+        notice_sink = build_notice_sink(file_writer(notice_file, fmt, json_ts), **notice_options)
     sinks: list[Sink] = [notice_sink]  # type: ignore[list-item]
-    if all_out is not None:
-        sinks.append(EnrichedSink(file_writer(all_out, fmt, json_ts)))
-    notices = sinks[0]
+    if all_file is not None:
+        sinks.append(EnrichedSink(file_writer(all_file, fmt, json_ts)))
+    bar = _progress(progress)
     try:
         for batch in iter_batches(
-            inputs, strict=strict, rejects=rejects, stats=stats, fields=fields, source=source, local_nets=local_nets
+            files,
+            strict=strict,
+            rejects=rejects,
+            stats=stats,
+            fields=fields,
+            source=source,
+            local_nets=notice_options["local_nets"],
         ):
             if not len(batch):
                 continue
             verdicts = scorer(batch)
             summary.scored += len(batch)
             for sink in sinks:
-                written = sink.write(verdicts)
-                if sink is notices:
-                    summary.notices += written
+                sink.write(verdicts)
             if bar is not None:
                 bar.update(len(batch))
+        for sink in sinks:  # only a run that got through: the end of a failed one is discarded unwritten
+            sink.close()
     finally:
         if bar is not None:
             bar.close()
-        for sink in sinks:
-            sink.close()
-        summary.notices = int(getattr(notice_sink, "notices", summary.notices))
         rejects.close()
-        summary.files = stats.files
-        summary.records = stats.records
-        summary.rejected = stats.rejected
-        summary.ignored_events = stats.ignored_events
-        summary.first_rejects = [str(r) for r in rejects.first]
-        summary.seconds = time.perf_counter() - started
+    summary.notices = int(getattr(notice_sink, "notices", 0))
+    summary.files = stats.files
+    summary.records = stats.records
+    summary.rejected = stats.rejected
+    summary.ignored_events = stats.ignored_events
+    summary.first_rejects = [str(r) for r in rejects.first]
+    summary.seconds = time.perf_counter() - started
     return summary

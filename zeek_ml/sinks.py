@@ -1,8 +1,9 @@
 """Sinks for verdicts: the notice log and the enriched conn log (``--all``).
 
 A sink renders through a :class:`~zeek_ml.zeeklog.writer.ZeekLogWriter`, whose
-target may be a path (offline), ``-`` or any binary file object: the live
-watcher passes its durable, append-only outputs.
+target may be a path, ``-`` or any binary file object: offline ``score`` passes
+its :mod:`zeek_ml.safeio` outputs (renamed into place when the run succeeds), the
+live watcher its durable, append-only outputs.
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ def match_sensor(fmt: str, json_ts: str, sensors: Sequence[tuple[str, str] | Non
 
 
 def file_writer(target: Target, fmt: str = "tsv", json_ts: str = "epoch") -> WriterFactory:
-    """A factory writing a fresh log (header and all) to ``target``."""
+    """A factory writing a fresh log (header and all) to ``target``.
+
+    ``target``: an open output (a :mod:`zeek_ml.safeio` output, which the caller commits), ``-``
+    for stdout, or a path, which the writer opens without following links and writes as it goes.
+    """
 
     def make(path: str, fields: Sequence[tuple[str, str]]) -> ZeekLogWriter:
         return ZeekLogWriter(target, path, fields, fmt=fmt, json_ts=json_ts)
@@ -115,8 +120,9 @@ class EnrichedSink:
         pass
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.writer is None:  # no connection at all: still a complete log (header and #close)
+            self.writer = self.factory("conn", enriched_fields(None))
+        self.writer.close()
 
 
 def build_notice_sink(

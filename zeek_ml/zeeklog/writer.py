@@ -43,7 +43,10 @@ class ZeekLogWriter:
     line, unset fields omitted, every ``time`` field as epoch seconds unless
     ``json_ts`` says ``iso8601`` or ``millis``, as ``LogAscii::json_timestamps``
     does). ``target`` is a path, ``-`` for stdout, or a binary file object.
-    Frames may lack columns (written unset) and hold others (ignored).
+    A path is opened with :func:`zeek_ml.safeio.open_output` (``atomic=False``): written
+    as it goes, never through a symbolic link; for a file that appears whole or not at all,
+    pass a :class:`zeek_ml.safeio.AtomicOutput` and commit it after :meth:`close` (as
+    ``score`` does). Frames may lack columns (written unset) and hold others (ignored).
     """
 
     def __init__(
@@ -81,7 +84,10 @@ class ZeekLogWriter:
                 self._out: IO[bytes] = sys.stdout.buffer
                 self._own = False
             else:
-                self._out = open(target, "wb")  # noqa: SIM115
+                from zeek_ml.safeio import open_output
+
+                # written as it goes (a live log can be followed), never through a link
+                self._out = open_output(target, atomic=False)  # type: ignore[assignment]
                 self._own = True
         else:
             self._out = target
