@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from zeek_ml.pipeline import Verdicts, plain
-from zeek_ml.zeeklog.schema import CONN_FIELDS, pandas_dtype
+from zeek_ml.zeeklog.reader import cap_json_values, decode_json_line, lone_surrogate, show, valid_addr
+from zeek_ml.zeeklog.schema import CONN_FIELDS, MAX_VALUE_CHARS, PORT_MAX, TIME_MAX, TIME_MIN, pandas_dtype
 
 # --------------------------------------------------------------------------- mapping tables
 
@@ -97,6 +98,7 @@ EXTRA_EVE_FIELDS: tuple[tuple[str, str], ...] = (
 """Columns after conn.log's in a batch read from eve.json: what eve says that conn.log cannot."""
 
 _FLOW_EVENT = re.compile(rb'"event_type"\s*:\s*"flow"')
+_BOM = b"\xef\xbb\xbf"
 _EVENT_TYPE = re.compile(rb'"event_type"\s*:\s*"([^"]{1,64})"')
 _EVE_KEYS = ("event_type", "flow_id", "src_ip")
 
@@ -113,14 +115,14 @@ def looks_like_eve(first_bytes: bytes) -> bool:
     """
     head = first_bytes.lstrip(b" \t\r\n\xef\xbb\xbf")
     if head.startswith(b"["):
-        return b'"event_type"' in head[:65536] or head.rstrip().startswith(b"[]")
+        return b'"event_type"' in head[:65536] or head.rstrip() == b"[]"
     if not head.startswith(b"{"):
         return False
     line = head.split(b"\n", 1)[0]
-    try:
-        return is_eve_object(json.loads(line))
-    except ValueError:
-        return sum(f'"{k}"'.encode() in line for k in _EVE_KEYS) >= 2
+    obj, _, reason = decode_json_line(line)
+    if reason is None:
+        return is_eve_object(obj)
+    return sum(f'"{k}"'.encode() in line for k in _EVE_KEYS) >= 2
 
 
 # --------------------------------------------------------------------------- the mapping
@@ -136,29 +138,58 @@ def _get(events: Sequence[dict[str, Any]], *keys: str) -> list[Any]:
     return out
 
 
+EVE_COUNT_MAX = 2**53
+"""Largest eve counter mapped: the mapping does its arithmetic in float64, exact below 2^53
+(8 PiB, or 9e15 packets); a larger ``bytes_*``/``pkts_*`` makes the line a reject."""
+
+
 def _int_array(values: list[Any]) -> np.ndarray:
-    """Non-negative integers as float64 (NaN where absent or not an integer)."""
+    """Non-negative integers below :data:`EVE_COUNT_MAX` as float64 (NaN where absent or not one)."""
     return np.array(
-        [float(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else np.nan for v in values],
+        [float(v) if type(v) is int and 0 <= v < EVE_COUNT_MAX else np.nan for v in values],
         dtype=float,
     )
 
 
 def _epoch(values: list[Any]) -> np.ndarray:
-    """eve timestamps (``2024-01-01T10:00:00.123456+0000``; no offset = UTC) -> epoch seconds."""
-    parsed = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601", errors="coerce")
+    """eve timestamps (``2024-01-01T10:00:00.123456+0000``; no offset = UTC) -> epoch seconds (NaN where none)."""
+    texts = [v if isinstance(v, str) else None for v in values]
+    try:
+        parsed = pd.to_datetime(pd.Series(texts, dtype=object), utc=True, format="ISO8601", errors="coerce")
+    except (ValueError, OverflowError, TypeError):  # one odd text spoils the vectorised parse: one by one
+        parsed = pd.Series([_one_epoch(t) for t in texts], dtype="datetime64[ns, UTC]")
     secs = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
     return secs.to_numpy(dtype=float, na_value=np.nan)
 
 
+def _one_epoch(text: str | None) -> Any:
+    if text is None:
+        return pd.NaT
+    try:
+        return pd.to_datetime(text, utc=True, format="ISO8601")
+    except (ValueError, OverflowError, TypeError):
+        return pd.NaT
+
+
+_HEX_FLAGS = re.compile(r"[0-9a-fA-F]{1,2}")
+
+
 def _hex_flags(values: list[Any]) -> np.ndarray:
-    """``"1b"`` -> 0x1b; -1 where absent or not hex."""
+    """``"1b"`` -> 0x1b; -1 where absent or not one or two hex digits (TCP flags are a byte)."""
     out = np.full(len(values), -1, dtype=np.int64)
     for i, v in enumerate(values):
-        if isinstance(v, str):
-            with contextlib.suppress(ValueError):
-                out[i] = int(v, 16)
+        if isinstance(v, str) and _HEX_FLAGS.fullmatch(v):
+            out[i] = int(v, 16)
     return out
+
+
+def _proto_number(name: str) -> int:
+    """Suricata's ``proto`` (``TCP``, ``IPV6-ICMP``, or a number for others) -> IP protocol number, -1 if none."""
+    if name in PROTO_NUMBERS:
+        return PROTO_NUMBERS[name]
+    if name.isascii() and name.isdigit() and len(name) <= 3 and int(name) <= 255:
+        return int(name)
+    return -1
 
 
 def conn_state_and_history(
@@ -267,7 +298,7 @@ def flows_to_conns(
     duration = np.where(np.isnan(end) | np.isnan(start), np.nan, np.maximum(end - start, 0.0))
 
     proto_raw = [str(p).upper() if p is not None else "" for p in _get(events, "proto")]
-    ip_proto = np.array([PROTO_NUMBERS.get(p, int(p) if p.isdigit() else -1) for p in proto_raw], dtype=np.int64)
+    ip_proto = np.array([_proto_number(p) for p in proto_raw], dtype=np.int64)
     zeek_proto = np.select(
         [ip_proto == 6, ip_proto == 17, (ip_proto == 1) | (ip_proto == 58)],
         ["tcp", "udp", "icmp"],
@@ -417,6 +448,8 @@ class EveParser:
         last = len(pieces) - 1
         for i, raw in enumerate(pieces):
             line = raw.strip(b" \t\r\0")  # NUL padding: what an unclean shutdown leaves before a line
+            if line.startswith(_BOM):
+                line = line[len(_BOM) :].lstrip(b" \t\r\0")
             if not line:
                 self.ctx.stats.blank += 1
                 continue
@@ -428,15 +461,16 @@ class EveParser:
                     continue
                 self._reject(first_line + i, None, "invalid JSON: not a JSON object", raw, final and i == last)
                 continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                self._reject(first_line + i, None, f"invalid JSON: {e}", raw, final and i == last)
+            obj, field, reason = decode_json_line(line)
+            if reason is not None or obj is None:
+                self._reject(first_line + i, field, reason or "empty line", raw, final and i == last and not field)
                 continue
-            if isinstance(obj, dict) and obj.get("event_type") != "flow":  # "flow" was in a nested object
-                self.ignored[str(obj.get("event_type"))] += 1
+            if obj.get("event_type") != "flow":  # "flow" was in a nested object
+                self.ignored[str(obj.get("event_type"))[:64]] += 1
                 _count_ignored(self.ctx)
                 continue
+            if len(line) > MAX_VALUE_CHARS:
+                cap_json_values(obj, self.ctx.stats)
             problem = _flow_problem(obj)
             if problem is not None:
                 self.ctx.reject(self.path, first_line + i, problem[0], problem[1], raw)
@@ -448,25 +482,31 @@ class EveParser:
             if frame is not None:
                 yield frame
 
-    def add_events(self, objs: Sequence[Any], first_line: int) -> Iterator[pd.DataFrame]:
-        """Decoded events (a JSON array's elements): keep the flows, count the rest."""
+    def add_events(
+        self, objs: Sequence[Any], first_line: int, lines: Sequence[int] | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """Decoded events (a JSON array's elements, starting on ``lines``): keep the flows, count the rest."""
         events = []
-        for obj in objs:
+        where: list[tuple[int, bytes]] = []
+        for n, obj in enumerate(objs):
+            line = lines[n] if lines is not None else first_line
             if not isinstance(obj, dict):
-                self.ctx.reject(self.path, first_line, None, "array element is not a JSON object", b"")
+                self.ctx.reject(self.path, line, None, "array element is not a JSON object", _raw(obj)[:200])
                 continue
             kind = obj.get("event_type")
             if kind != "flow":
-                self.ignored[str(kind) if kind is not None else "(none)"] += 1
+                self.ignored[str(kind)[:64] if kind is not None else "(none)"] += 1
                 _count_ignored(self.ctx)
                 continue
+            cap_json_values(obj, self.ctx.stats)
             problem = _flow_problem(obj)
             if problem is not None:
-                self.ctx.reject(self.path, first_line, problem[0], problem[1], json.dumps(obj).encode())
+                self.ctx.reject(self.path, line, problem[0], problem[1], _raw(obj))
                 continue
             events.append(obj)
+            where.append((line, b""))
         if events:
-            frame = self._frame(events, [(first_line, b"")] * len(events))
+            frame = self._frame(events, where)
             if frame is not None:
                 yield frame
 
@@ -477,11 +517,12 @@ class EveParser:
 
     def _frame(self, events: list[dict[str, Any]], where: list[tuple[int, bytes]]) -> pd.DataFrame | None:
         starts = [e["flow"].get("start", e.get("timestamp")) for e in events]
-        bad = np.isnan(_epoch(starts))
-        if bad.any():  # a time that does not parse: the line is malformed, the others go on
+        secs = _epoch(starts)
+        bad = ~((secs >= TIME_MIN) & (secs < TIME_MAX))  # NaN: a time that does not parse
+        if bad.any():  # the line is malformed, the others go on
             for i in np.flatnonzero(bad):
                 line, raw = where[i]
-                self.ctx.reject(self.path, line, "flow.start", f"invalid time {starts[i]!r}", raw)
+                self.ctx.reject(self.path, line, "flow.start", f"invalid time {show(starts[i])}", raw)
             events = [e for e, b in zip(events, bad) if not b]
             if not events:
                 return None
@@ -507,20 +548,91 @@ class EveArrayParser(EveParser):
             yield from self.finish(first_line)
 
     def finish(self, last_line: int = 0) -> Iterator[pd.DataFrame]:
-        """Decode the whole array fed so far and map its flow events (the reader calls this at the end)."""
-        text = b"".join(self._parts)
+        """Decode the whole array fed so far and map its flow events (the reader calls this at the end).
+
+        Elements are decoded one at a time: a damaged element is rejected (with the line it starts
+        on) and decoding goes on at the next element that starts a line; missing commas are
+        forgiven; an array cut short keeps every whole element before the cut.
+        """
+        data = b"".join(self._parts)
         self._parts = []
-        if not text.strip():
+        if not data.strip(b" \t\r\n\0"):
             return
-        try:
-            objs = json.loads(text)
-        except ValueError as e:
-            self.ctx.reject(self.path, self._first, None, f"invalid JSON array: {e}", text[:200])
+        text = data.decode("utf-8", "zeek_ml.json_bytes")
+        objs: list[Any] = []
+        lines: list[int] = []
+        counted, line = 0, self._first
+
+        def line_at(pos: int) -> int:
+            nonlocal counted, line
+            line += text.count("\n", counted, pos)
+            counted = pos
+            return line
+
+        pos = _skip(text, 0, " \t\r\n\0\ufeff")
+        if not text.startswith("[", pos):
+            self.ctx.reject(self.path, self._first, None, "not a JSON array of eve events", data[:200])
             return
-        if not isinstance(objs, list):
-            self.ctx.reject(self.path, self._first, None, "not a JSON array of eve events", text[:200])
-            return
-        yield from self.add_events(objs, self._first)
+        pos += 1
+        decoder = json.JSONDecoder(strict=False)
+        damaged: set[int] = set()
+        while True:
+            pos = _skip(text, pos, " \t\r\n\0,")
+            if pos >= len(text):
+                self.ctx.reject(self.path, line_at(pos), None, "JSON array cut short: no closing ]", b"")
+                break
+            if text[pos] == "]":
+                self._after_end(text, pos + 1, line_at(pos))
+                break
+            start_line = line_at(pos)
+            try:
+                obj, end = decoder.raw_decode(text, pos)
+                problem = None
+                if "\\u" in text[pos:end] and lone_surrogate(obj) is not None:
+                    problem = "lone surrogate (\\ud800-\\udfff escape): not valid Unicode"
+            except RecursionError:
+                end, problem = pos, "invalid JSON array element: nested too deeply"
+            except ValueError as e:
+                end, problem = pos, f"invalid JSON array element: {e}"
+            if problem is not None:
+                nxt = _next_element(text, end if end > pos else pos + 1)
+                raw = text[pos : nxt if nxt > 0 else pos + 200][:200].encode("utf-8", "backslashreplace")
+                if start_line not in damaged:  # one reject a line, whatever else on it failed
+                    damaged.add(start_line)
+                    self.ctx.reject(self.path, start_line, None, problem, raw)
+                if nxt < 0:
+                    break
+                pos = nxt
+                continue
+            objs.append(obj)
+            lines.append(start_line)
+            pos = end
+        if damaged:  # what decoded on a damaged line but is no event is debris of that line, already rejected
+            kept = [k for k, (o, n) in enumerate(zip(objs, lines)) if isinstance(o, dict) or n not in damaged]
+            objs, lines = [objs[k] for k in kept], [lines[k] for k in kept]
+        yield from self.add_events(objs, self._first, lines)
+
+    def _after_end(self, text: str, pos: int, line: int) -> None:
+        """Reject each non-blank line after the array's closing ``]`` (nothing there is read)."""
+        for i, piece in enumerate(text[pos:].split("\n")):
+            if piece.strip(" \t\r\0"):
+                raw = piece[:200].encode("utf-8", "backslashreplace")
+                self.ctx.reject(self.path, line + i, None, "data after the end of the JSON array", raw)
+
+
+_NEXT_ELEMENT = re.compile(r"\n[ \t]*\{|,\s*\{")
+
+
+def _skip(text: str, pos: int, chars: str) -> int:
+    while pos < len(text) and text[pos] in chars:
+        pos += 1
+    return pos
+
+
+def _next_element(text: str, pos: int) -> int:
+    """Where the next array element starts after ``pos`` (a ``{`` that starts a line, or follows a comma)."""
+    m = _NEXT_ELEMENT.search(text, pos)
+    return -1 if m is None else m.end() - 1
 
 
 def _count_ignored(ctx: Any) -> None:
@@ -528,8 +640,18 @@ def _count_ignored(ctx: Any) -> None:
     stats.ignored_events = getattr(stats, "ignored_events", 0) + 1
 
 
+def _raw(obj: Any) -> bytes:
+    """A decoded event as JSON text, for the reject file."""
+    return json.dumps(obj, ensure_ascii=True, default=str).encode()
+
+
 def _flow_problem(obj: Any) -> tuple[str | None, str] | None:
-    """Why a decoded flow event cannot be mapped (field, reason), or None."""
+    """Why a decoded flow event cannot be mapped (field, reason), or None.
+
+    Checked: the ``flow`` object; its packet and byte counters (integers, 0 to 2^53); ports
+    (0-65535) and ICMP type/code (0-255); addresses (strings holding an IPv4 or IPv6 address);
+    ``proto`` (a name or number); the times (text).
+    """
     if not isinstance(obj, dict):
         return None, "not a JSON object"
     flow = obj.get("flow")
@@ -537,15 +659,25 @@ def _flow_problem(obj: Any) -> tuple[str | None, str] | None:
         return "flow", "flow event without a flow object"
     for key in ("pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient"):
         v = flow.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-            return f"flow.{key}", f"invalid count {v!r}"
-    for key in ("src_port", "dest_port"):
+        if v is not None and not (type(v) is int and 0 <= v < EVE_COUNT_MAX):
+            return f"flow.{key}", f"invalid count {show(v)}"
+    for key, top in (("src_port", PORT_MAX), ("dest_port", PORT_MAX), ("icmp_type", 255), ("icmp_code", 255)):
         v = obj.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 65535):
-            return key, f"invalid port {v!r}"
+        if v is not None and not (type(v) is int and 0 <= v <= top):
+            return key, f"invalid {'port' if top == PORT_MAX else key.replace('_', ' ')} {show(v)}"
+    for key in ("src_ip", "dest_ip"):
+        v = obj.get(key)
+        if v is not None and not (type(v) is str and valid_addr(v)):
+            return key, f"invalid address {show(v)}"
+    proto = obj.get("proto")
+    if proto is not None and type(proto) not in (str, int):
+        return "proto", f"invalid protocol {show(proto)}"
     start = flow.get("start", obj.get("timestamp"))
     if not isinstance(start, str):
-        return "flow.start", f"invalid time {start!r}"
+        return "flow.start", f"invalid time {show(start)}"
+    end = flow.get("end")
+    if end is not None and not isinstance(end, str):
+        return "flow.end", f"invalid time {show(end)}"
     return None
 
 

@@ -1,21 +1,43 @@
-"""Stream Zeek logs (TSV or JSON lines, plain or gzip) as bounded pandas batches.
+"""Stream Zeek logs (TSV or JSON lines, plain or gzip, files or stdin) as bounded pandas batches.
 
 Columns are mapped by the ``#fields`` header, never by position. Every batch of a
 conn log carries conn.log's standard columns (null where a log lacks one) first,
 then whatever extra columns the log has (labels, ``community_id``, ``ip_proto``,
-``id.ctx.*``...). A malformed line is reported with file, line number, field and
-reason, kept aside if asked, and the run goes on, unless ``strict``.
+``id.ctx.*``...).
+
+**Bad input is never fatal.** A malformed line (wrong number of fields, a value its Zeek
+type cannot hold: ``7.0``, ``+7``, ``1e3`` or ``0x10`` as a count, a negative count, a port
+above 65535, a time that is not finite, a JSON value of the wrong type or out of range, an
+address that is not one, a lone surrogate, invalid JSON) is reported with file, line number,
+field and reason, kept aside if asked, and the run goes on, unless ``strict``. What Zeek's
+writer would have escaped is kept as Zeek would have written it: bytes that are not UTF-8
+become ``\\xHH`` (so the value holds those bytes, as surrogates), a bare ``\\r`` inside a
+line becomes ``\\x0d``, a UTF-8 byte order mark at the start is skipped. A gzip file that
+is corrupt or cut short gives what was readable, then one reject naming the compressed
+byte offset where it broke. Long values are capped (:data:`~zeek_ml.zeeklog.schema.MAX_VALUE_CHARS`)
+and over-long lines skipped (:data:`~zeek_ml.zeeklog.schema.MAX_LINE_BYTES`), so one line
+cannot take the sensor's memory. Only a file that is not a Zeek log at all (no ``#fields``
+header before its data, an unusable header) is a :class:`SourceError`.
+
+``-`` as a source reads stdin (TSV, JSON or eve, plain or gzip, detected by content like a
+file), named ``<stdin>`` in messages.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import functools
 import glob
 import gzip
 import io
+import ipaddress
 import json
+import math
 import os
 import re
+import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -31,7 +53,16 @@ from zeek_ml.zeeklog.schema import (
     CONN_FIELDS,
     CONN_TYPES,
     FLOAT_TYPES,
+    INT64_MAX,
+    INT64_MIN,
     INT_TYPES,
+    KNOWN_EXTRA_TYPES,
+    MAX_LINE_BYTES,
+    MAX_VALUE_CHARS,
+    NONNEGATIVE_FIELDS,
+    PORT_MAX,
+    TIME_MAX,
+    TIME_MIN,
     arrow_type,
     element_type,
     guess_type,
@@ -43,6 +74,18 @@ from zeek_ml.zeeklog.writer import zeek_time
 
 DEFAULT_BATCH_BYTES = 8 << 20
 """Bytes of log text per batch: about 50k conn rows, so memory stays flat."""
+
+STDIN = "-"
+"""The source name that reads standard input."""
+
+STDIN_NAME = "<stdin>"
+"""How standard input is named in messages and rejects."""
+
+SNIFF_BYTES = 1 << 16
+"""How much of a file's start decides its format."""
+
+_BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class SourceError(OSError):
@@ -80,6 +123,23 @@ class ReadStats:
     comments: int = 0
     ignored_events: int = 0
     """Suricata eve events that are not flows (alert, dns, stats...): read, counted, not scored."""
+    capped: int = 0
+    """String values cut to :data:`~zeek_ml.zeeklog.schema.MAX_VALUE_CHARS` (the line is kept)."""
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write as UTF-8: surrogates (undecodable bytes, lone JSON escapes) as ``\\uXXXX``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """A value for a reject reason: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text):,} chars)"
 
 
 class RejectLog:
@@ -105,18 +165,19 @@ class RejectLog:
         self._out: IO[bytes] | None = open(path, "wb") if path else target  # noqa: SIM115
 
     def add(self, reject: Reject) -> None:
+        """Count one malformed line, keep it for the report, write it; raise in strict mode."""
         self.count += 1
         if len(self.first) < self.keep:
             self.first.append(reject)
         if self._out is not None:
             row = {
-                "file": reject.file,
+                "file": printable(reject.file),
                 "line": reject.line,
-                "field": reject.field,
-                "reason": reject.reason,
+                "field": None if reject.field is None else printable(reject.field),
+                "reason": printable(reject.reason),
                 "raw": reject.raw.decode("utf-8", "backslashreplace"),
             }
-            self._out.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape"))
+            self._out.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
             self._out.flush()
         if self.strict:
             raise MalformedLineError(str(reject))
@@ -152,6 +213,7 @@ def expand_sources(
     relative to the groups they came in. With ``source="suricata"`` a directory contributes
     its eve files instead (``eve.json``, ``eve.json.1``, ``eve-*.json``, ``.gz``), ordered by
     their first event's time; with ``auto`` it contributes its conn logs, else its eve files.
+    ``-`` stands for standard input (at most once).
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -159,8 +221,15 @@ def expand_sources(
     files: list[str] = []
     for item in inputs:
         item = os.fspath(item)
-        if os.path.isdir(item):
-            names = [n for n in os.listdir(item) if os.path.isfile(os.path.join(item, n))]
+        if item == STDIN:
+            if STDIN in files:
+                raise SourceError("-: standard input named twice (it can be read once)")
+            files.append(STDIN)
+        elif os.path.isdir(item):
+            try:
+                names = [n for n in os.listdir(item) if os.path.isfile(os.path.join(item, n))]
+            except OSError as e:
+                raise SourceError(f"{item}: {e.strerror or e}") from e
             found = []
             if source != "suricata":
                 found = [os.path.join(item, n) for n in names if name_re.search(n) and _LOG_SUFFIX.search(n)]
@@ -182,31 +251,72 @@ def expand_sources(
     return files
 
 
+def display_name(path: str) -> str:
+    """How a source is named in messages: ``<stdin>`` for ``-``, else its path."""
+    return STDIN_NAME if path == STDIN else path
+
+
 def sniff_format(path: str) -> tuple[str, str] | None:
     """How a log is written, from its first line: (``tsv``/``json``/``eve``, JSON ``ts`` form).
 
     The ``ts`` form is what ``LogAscii::json_timestamps`` made: ``epoch`` (seconds), ``millis``
     (integer milliseconds) or ``iso8601`` (text); ``epoch`` for TSV. None when the file cannot be
-    read or has no line yet. A notice log written to match the sensor uses both.
+    read or has no line yet. A notice log written to match the sensor uses both. ``-`` looks at
+    standard input without consuming it (what it reads is replayed to the reader).
+    """
+    if path == STDIN:
+        try:
+            head = _stdin_text_head()
+        except SourceError:
+            return None
+    else:
+        try:
+            with _open_binary(path) as f:
+                head = f.read(SNIFF_BYTES)
+        except (OSError, EOFError, zlib.error):
+            return None
+    return _sniff(head)
+
+
+def content_kind(head: bytes) -> str | None:
+    """What a file holds, from its first bytes: ``tsv``, ``json`` (Zeek JSON lines), ``eve`` (eve.json
+    lines) or ``eve-array`` (a JSON array of eve events); None when there is nothing yet.
+
+    Decided on the first lines, by majority, so one damaged first line does not make a JSON
+    file look like a header-less TSV one: a ``#`` header means TSV; JSON objects on most lines
+    mean JSON, or eve when one of the first objects is an eve event.
     """
     from zeek_ml.suricata import looks_like_eve
 
-    try:
-        with _open_binary(path) as f:
-            head = f.read(1 << 16)
-    except (OSError, EOFError):
-        return None
     head = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head:
         return None
-    if looks_like_eve(head):
+    if head.startswith(b"#"):
+        return "tsv"
+    if head.startswith(b"[") and looks_like_eve(head):
+        return "eve-array"
+    lines = [line.strip(b" \t\r\0") for line in head[:SNIFF_BYTES].split(b"\n")[:32]]
+    lines = [line for line in lines if line]
+    objects = [line for line in lines if line.startswith(b"{")]
+    if not objects or 2 * len(objects) < len(lines):
+        return "tsv"
+    return "eve" if any(looks_like_eve(line) for line in objects[:8]) else "json"
+
+
+def _sniff(head: bytes) -> tuple[str, str] | None:
+    kind = content_kind(head)
+    if kind is None:
+        return None
+    if kind in ("eve", "eve-array"):
         return ("eve", "epoch")
-    if not head.startswith(b"{"):
+    if kind == "tsv":
         return ("tsv", "epoch")
-    try:
-        ts = json.loads(head.split(b"\n", 1)[0]).get("ts")
-    except (ValueError, AttributeError):
-        ts = None
+    obj = None
+    for line in head.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n")[:32]:
+        obj, _, _ = decode_json_line(line)
+        if obj is not None:
+            break
+    ts = obj.get("ts") if obj is not None else None
     if isinstance(ts, str):
         return ("json", "iso8601")
     if isinstance(ts, int) and not isinstance(ts, bool) and abs(ts) >= 100_000_000_000:
@@ -218,46 +328,238 @@ def _time_key(path: str) -> tuple[float, str]:
     """(``#open`` time, else first ``ts``, else +inf; name) for ordering rotated logs."""
     try:
         with _open_binary(path) as f:
-            head = f.read(1 << 16)
-    except (OSError, EOFError):
+            head = f.read(SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error):
         return (float("inf"), path)
     first_ts = None
     for line in head.split(b"\n")[:-1]:
         line = line.strip()
+        if line.startswith(_BOM):
+            line = line[len(_BOM) :]
         if line.startswith(b"#open"):
             opened = zeek_time(line[5:].decode("ascii", "replace"))
             if opened is not None:
                 return (opened, path)
         elif line and not line.startswith(b"#") and first_ts is None:
             first_ts = _first_ts(line)
-            if first_ts is not None and not head.lstrip().startswith(b"#"):
+            if first_ts is not None and not head.lstrip(_BOM + b" \t\r\n").startswith(b"#"):
                 break
     return (first_ts if first_ts is not None else float("inf"), path)
 
 
 def _first_ts(line: bytes) -> float | None:
     if line.startswith(b"{"):
-        try:
-            obj = json.loads(line)
-            value = obj.get("ts")
-            if value is None:  # Suricata eve: the event's time
-                value = obj.get("timestamp")
-        except (ValueError, AttributeError):
+        obj, _, _ = decode_json_line(line)
+        if obj is None:
             return None
+        value = obj.get("ts")
+        if value is None:  # Suricata eve: the event's time
+            value = obj.get("timestamp")
         ts = _json_times([value])[0]
         return None if np.isnan(ts) else float(ts)
-    with contextlib.suppress(ValueError):
-        return float(line.split(b"\t", 1)[0])
-    return None
+    try:
+        ts = float(line.split(b"\t", 1)[0])
+    except ValueError:
+        return None
+    return ts if math.isfinite(ts) else None
 
 
 def _open_binary(path: str) -> IO[bytes]:
+    """A file opened for reading, gzip undone (Python's :class:`gzip.GzipFile`, seekable)."""
     f = open(path, "rb")  # noqa: SIM115
     magic = f.read(2)
     f.seek(0)
-    if magic == b"\x1f\x8b":
+    if magic == _GZIP_MAGIC:
         return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
     return f
+
+
+class GzipStream:
+    """Decompress a gzip file (every member) as it is read, and stop cleanly where it breaks.
+
+    :class:`gzip.GzipFile` raises on a corrupt or truncated stream and loses what the failing
+    read had decompressed. This reader hands out every byte that decompressed before the fault,
+    then reads as at end of file, with :attr:`broken` saying where (the compressed byte offset)
+    and why. Memory stays bounded whatever the compression ratio.
+    """
+
+    CHUNK = 1 << 16
+
+    def __init__(self, raw: Any):
+        self.raw = raw
+        self.broken: str | None = None
+        self._d: Any = None  # the member being decompressed; None between members
+        self._buf = b""  # compressed bytes read and not yet consumed
+        self._pos = 0  # compressed offset of _buf[0]
+        self._out = bytearray()
+        self._eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` decompressed bytes (all that is left for ``n < 0``); ``b""`` at the end."""
+        want = n if n >= 0 else 1 << 62
+        while len(self._out) < want and not self._eof:
+            self._step(max(want - len(self._out), self.CHUNK))
+        data = bytes(self._out[:want])
+        del self._out[:want]
+        return data
+
+    def _more(self) -> bool:
+        chunk = self.raw.read(self.CHUNK)
+        if not chunk:
+            return False
+        self._buf += chunk
+        return True
+
+    def _step(self, want: int) -> None:
+        if not self._buf and not self._more():
+            if self._d is not None:
+                self._out += self._d.flush()
+                self._fail(f"gzip stream cut short: it ends at compressed byte {self._pos} without its end marker")
+            self._eof = True
+            return
+        if self._d is None:  # a new member, zero padding, or bytes that are not gzip
+            stripped = self._buf.lstrip(b"\0")
+            self._pos += len(self._buf) - len(stripped)
+            self._buf = stripped
+            if not self._buf:
+                return
+            if len(self._buf) < 2:
+                self._more()
+            if not self._buf.startswith(_GZIP_MAGIC):
+                self._fail(f"not gzip from compressed byte {self._pos} on, after the end of the gzip stream: ignored")
+                return
+            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        before = self._d.copy()
+        try:
+            out = self._d.decompress(self._buf, want)
+        except zlib.error as e:
+            self._locate(before, e)
+            return
+        self._out += out
+        rest = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
+        self._pos += len(self._buf) - len(rest)
+        self._buf = rest
+        if self._d.eof:
+            self._d = None
+
+    def _locate(self, before: Any, error: zlib.error) -> None:
+        """Find the first compressed byte the error shows at; keep what decompressed before it."""
+        lo, hi = 0, len(self._buf)  # decompressing _buf[:lo] works, _buf[:hi] fails
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            try:
+                before.copy().decompress(self._buf[:mid])
+                lo = mid
+            except zlib.error:
+                hi = mid
+        with contextlib.suppress(zlib.error):
+            self._out += before.decompress(self._buf[:lo])
+        self._fail(f"gzip stream corrupt at compressed byte {self._pos + lo} (zlib: {error})")
+
+    def _fail(self, reason: str) -> None:
+        self.broken = reason
+        self._eof = True
+        self._buf = b""
+        self._d = None
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> GzipStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Replay:
+    """A stream that gives ``head`` first, then what ``rest`` reads (stdin after sniffing)."""
+
+    def __init__(self, head: bytes, rest: Any):
+        self.head = head
+        self.rest = rest
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            part = self.head if n < 0 else self.head[:n]
+            self.head = self.head[len(part) :]
+            if n < 0 or len(part) < n:
+                more = self.rest.read(-1 if n < 0 else n - len(part))
+                part += more or b""
+            return part
+        return self.rest.read(n) or b""
+
+    def close(self) -> None:
+        self.head = b""
+
+    def __enter__(self) -> _Replay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_stdin_state: dict[str, Any] = {"head": None, "opened": False}
+
+
+def _stdin_raw_head() -> bytes:
+    """The first bytes of stdin (up to a whole first line, or 64 KiB), read once and kept."""
+    if _stdin_state["head"] is None:
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:
+            raise SourceError("-: there is no standard input to read")
+        try:
+            tty = stream.isatty()
+        except (OSError, ValueError):
+            tty = False
+        if tty:
+            raise SourceError("-: standard input is a terminal; pipe a log into it (zcat conn.log.gz | zeek-ml ...)")
+        head = b""
+        read = getattr(stream, "read1", stream.read)
+        while len(head) < SNIFF_BYTES:
+            try:
+                chunk = read(SNIFF_BYTES - len(head))
+            except OSError as e:
+                raise SourceError(f"-: cannot read standard input: {e.strerror or e}") from e
+            if not chunk:
+                break
+            head += chunk
+            if b"\n" in _gunzip_head(head):
+                break
+        _stdin_state["head"] = head
+    return _stdin_state["head"]
+
+
+def _gunzip_head(head: bytes) -> bytes:
+    """The start of ``head`` decompressed if it is gzip (as far as it goes), else ``head``."""
+    if not head.startswith(_GZIP_MAGIC):
+        return head
+    try:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, SNIFF_BYTES)
+    except zlib.error:
+        return b""
+
+
+def _stdin_text_head() -> bytes:
+    return _gunzip_head(_stdin_raw_head())
+
+
+def _open_source(path: str) -> Any:
+    """A source opened for one pass of reading: a file or stdin, gzip undone by :class:`GzipStream`."""
+    if path == STDIN:
+        head = _stdin_raw_head()
+        if _stdin_state["opened"]:
+            raise SourceError("-: standard input was read already")
+        _stdin_state["opened"] = True
+        stream: Any = _Replay(head, sys.stdin.buffer)
+        return GzipStream(stream) if head.startswith(_GZIP_MAGIC) else stream
+    f = open(path, "rb")  # noqa: SIM115
+    try:
+        magic = f.peek(2)[:2]  # no seek: a named pipe (``<(zcat ...)``) reads too
+    except OSError:
+        f.close()
+        raise
+    return GzipStream(f) if magic == _GZIP_MAGIC else f
 
 
 # --------------------------------------------------------------------------- reading
@@ -297,8 +599,17 @@ class _Context:
         self.local_nets: Any = None  # Suricata eve: sets local_orig/local_resp (Zeek's Site::local_nets)
 
     def reject(self, file: str, line: int, fld: str | None, reason: str, raw: bytes = b"") -> None:
+        """Count and report one malformed line (field and reason made printable, on one line)."""
         self.stats.rejected += 1
-        self.rejects.add(Reject(file, line, fld, reason, raw))
+        fld = None if fld is None else _one_line(fld)
+        self.rejects.add(Reject(display_name(file), line, fld, _one_line(reason), raw))
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters and surrogates escaped, so a message stays one line."""
+    if text.isprintable() and _encodable(text):
+        return text
+    return "".join(c if c.isprintable() and _encodable(c) else repr(c)[1:-1] for c in text)
 
 
 def iter_batches(
@@ -314,7 +625,7 @@ def iter_batches(
     source: str = "auto",
     local_nets: Any = None,
 ) -> Iterator[pd.DataFrame]:
-    """Yield DataFrames of Zeek log records from files, directories or globs.
+    """Yield DataFrames of Zeek log records from files, directories, globs or ``-`` (stdin).
 
     ``conn`` puts conn.log's standard columns first (null where absent).
     ``fields`` names the columns of header-less TSV (``zeek-cut`` output).
@@ -354,47 +665,90 @@ def _empty_conn_frame() -> pd.DataFrame:
 
 
 def iter_file(path: str, ctx: _Context) -> Iterator[pd.DataFrame]:
-    """Batches of one file (TSV or JSON lines, detected from the content)."""
+    """Batches of one file, or of stdin for ``-`` (TSV, JSON lines or eve, detected from the content)."""
+    name = display_name(path)
     try:
-        f = _open_binary(path)
+        f = _open_source(path)
+    except SourceError:
+        raise
     except OSError as e:
-        raise SourceError(f"{path}: {e.strerror or e}") from e
+        raise SourceError(f"{name}: {e.strerror or e}") from e
     ctx.stats.files += 1
     with f:
         try:
-            yield from _iter_lines(f, path, ctx)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            # A gzip cut short (a file still being written, or truncated) is an
-            # input error about this file, reported where it happened.
-            raise SourceError(f"{path}: {e}") from e
+            yield from _iter_lines(f, name, ctx)
+        except (OSError, EOFError) as e:
+            if isinstance(e, SourceError):
+                raise
+            raise SourceError(f"{name}: {e.strerror or e}" if isinstance(e, OSError) else f"{name}: {e}") from e
 
 
-def _iter_lines(f: IO[bytes], path: str, ctx: _Context) -> Iterator[pd.DataFrame]:
+def _iter_lines(f: Any, path: str, ctx: _Context) -> Iterator[pd.DataFrame]:
+    """Complete lines of ``f`` to its parser, one batch of bytes at a time.
+
+    A line that runs past :data:`MAX_LINE_BYTES` without a newline is rejected and skipped
+    without holding it. A gzip stream that breaks (:class:`GzipStream`) ends the file with one
+    reject saying where; a partial line just before the break is part of that report.
+    """
     leftover = b""
     line_no = 0  # lines of this file consumed so far
     parser: Any = None
+    skipping = False  # inside an over-long line: drop bytes up to its newline
+    skipped_head = b""
+    partial = b""
     while True:
         chunk = f.read(ctx.batch_bytes)
+        if skipping:
+            if not chunk:
+                _reject_long(ctx, path, line_no + 1, skipped_head, final=True)
+                line_no += 1
+                break
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                continue
+            _reject_long(ctx, path, line_no + 1, skipped_head, final=False)
+            line_no += 1
+            ctx.stats.lines += 1
+            skipping, chunk = False, chunk[nl + 1 :]
+            if not chunk:
+                continue
         buf = leftover + chunk
         if chunk:
             cut = buf.rfind(b"\n")
             if cut < 0:
                 leftover = buf
+                if len(leftover) > MAX_LINE_BYTES:
+                    skipping, skipped_head, leftover = True, leftover[:200], b""
                 continue
             leftover, buf = buf[cut + 1 :], buf[: cut + 1]
+            first_nl = buf.find(b"\n")
+            if first_nl > MAX_LINE_BYTES:  # the line carried over from the last read is over-long
+                _reject_long(ctx, path, line_no + 1, buf[:200], final=False)
+                line_no += 1
+                ctx.stats.lines += 1
+                buf = buf[first_nl + 1 :]
+                if not buf:
+                    continue
         else:
             leftover = b""
             if not buf:
                 break
+            if getattr(f, "broken", None):  # the line was cut by the break: reported with it
+                partial = buf
+                break
             if not buf.endswith(b"\n"):
                 buf += b"\n"
         if parser is None:
+            if line_no == 0 and buf.startswith(_BOM):
+                buf = buf[len(_BOM) :]
             stripped = buf.lstrip(b" \t\r\n")
             skipped = buf[: len(buf) - len(stripped)].count(b"\n")
             line_no += skipped
             ctx.stats.blank += skipped
             buf = stripped
             if not buf:
+                if not chunk:
+                    break
                 continue
             parser = make_parser(path, buf, ctx)
         ctx.stats.lines += buf.count(b"\n")
@@ -405,6 +759,15 @@ def _iter_lines(f: IO[bytes], path: str, ctx: _Context) -> Iterator[pd.DataFrame
     finish = getattr(parser, "finish", None)
     if finish is not None:  # a parser that needs the whole file (a JSON array of eve events)
         yield from finish(line_no)
+    broken = getattr(f, "broken", None)
+    if broken:
+        note = f"; a partial line of {len(partial):,} bytes before it is not scored" if partial else ""
+        ctx.reject(path, line_no + 1, None, f"{broken}; the lines before it were read{note}", partial[:200])
+
+
+def _reject_long(ctx: _Context, path: str, line: int, head: bytes, final: bool) -> None:
+    where = "runs to the end of the file" if final else "is longer"
+    ctx.reject(path, line, None, f"line {where} than {MAX_LINE_BYTES >> 20} MiB without a newline: skipped", head)
 
 
 def make_parser(path: str, first_bytes: bytes, ctx: _Context) -> Any:
@@ -418,18 +781,19 @@ def make_parser(path: str, first_bytes: bytes, ctx: _Context) -> Any:
     """
     from zeek_ml import suricata
 
+    path = display_name(path)
     source = getattr(ctx, "source", "auto")
-    head = first_bytes.lstrip(b" \t\r\n")
-    eve = suricata.looks_like_eve(head)
+    kind = content_kind(first_bytes) or "tsv"
+    eve = kind.startswith("eve")
     if source == "suricata" and not eve:
         raise SourceError(f"{path}: not Suricata eve.json (no JSON objects with event_type); --source says suricata")
     if source == "zeek" and eve:
         raise SourceError(f"{path}: this is Suricata eve.json, not a Zeek log; use --source suricata or auto")
-    if eve:
-        if head.startswith(b"["):
-            return suricata.EveArrayParser(path, ctx)
+    if kind == "eve-array":
+        return suricata.EveArrayParser(path, ctx)
+    if kind == "eve":
         return suricata.EveParser(path, ctx)
-    if head.startswith(b"{"):
+    if kind == "json":
         return _JsonParser(path, ctx)
     return _TsvParser(path, ctx)
 
@@ -478,13 +842,21 @@ class _TsvParser:
         line_no = first_line
         size = len(buf)
         while pos < size:
+            if buf.startswith(_BOM, pos) and (pos == 0 or buf[pos - 1] == 0x0A):
+                pos += len(_BOM)  # a byte order mark (an editor's, or a concatenated file's)
+                if pos >= size:
+                    break
             if buf[pos] == 0x23:  # '#': a meta line
-                end = buf.index(b"\n", pos)
+                end = buf.find(b"\n", pos)
+                end = size if end < 0 else end
                 self._meta(buf[pos:end].rstrip(b"\r"), line_no)
                 line_no += 1
                 pos = end + 1
                 continue
             nxt = buf.find(b"\n#", pos)
+            bom = buf.find(b"\n" + _BOM + b"#", pos)
+            if bom >= 0 and (nxt < 0 or bom < nxt):
+                nxt = bom
             seg_end = size if nxt < 0 else nxt + 1
             seg = buf[pos:seg_end]
             frame = self._data(seg, line_no, final and seg_end == size)
@@ -495,9 +867,16 @@ class _TsvParser:
 
     # ------------------------------------------------------------------ header
     def _meta(self, line: bytes, line_no: int) -> None:
-        text = line.decode("utf-8", "surrogateescape")
+        text = line.decode("utf-8", "replace")  # names and markers are text: a stray byte becomes U+FFFD
         if text.startswith("#separator"):
-            self.header = _Header(separator=unescape(text[len("#separator") :].strip(" \t")) or "\t")
+            value = text[len("#separator") :].strip(" \t")
+            separator = unescape(value) or "\t"
+            if len(separator.encode("utf-8", "surrogateescape")) != 1 or separator in "\n\r":
+                raise SourceError(
+                    f"{self.path}:{line_no}: #separator {show(value)}: zeek-ml reads logs whose separator is one byte "
+                    "(Zeek's default is \\x09)"
+                )
+            self.header = _Header(separator=separator)
             return
         header = self.header
         if header is None:
@@ -507,13 +886,19 @@ class _TsvParser:
             key, _, value = key.partition(" ")
         if key == "fields":
             names, three = _split_header(value, header.separator)
+            seen: set[str] = set()
+            twice = next((n for n in names if n in seen or seen.add(n)), None)  # type: ignore[func-returns-value]
+            if twice is not None:
+                raise SourceError(f"{self.path}:{line_no}: #fields names {show(twice)} twice: not a usable header")
             header.fields, header.three_space = names, three
             if header.types is not None and len(header.types) != len(names):
                 header.types = None
         elif key == "types":
             header.types, _ = _split_header(value, header.separator)
         elif key in ("set_separator", "empty_field", "unset_field"):
-            setattr(header, key, unescape(value))
+            marker = unescape(value)
+            if key != "set_separator" or marker:  # an empty set separator would split nothing: keep ","
+                setattr(header, key, marker)
         elif key in ("path", "open"):
             setattr(header, key, value)
         elif key == "close":
@@ -531,25 +916,23 @@ class _TsvParser:
             )
         if header.types is None or len(header.types) != len(header.fields):
             header.types = [_guess_field_type(n) for n in header.fields]
-        sep = header.separator.encode()
+        sep = header.separator.encode("utf-8", "surrogateescape")
         if header.three_space:
             seg = seg.replace(b"   ", sep)
-        if b"\r" in seg:
-            seg = seg.replace(b"\r\n", b"\n")
+        seg = _as_zeek_would_write(seg)
         nfields = len(header.fields)
         arr = np.frombuffer(seg, dtype=np.uint8)
         ends = np.flatnonzero(arr == 10)
         starts = np.empty_like(ends)
         starts[0] = 0
         starts[1:] = ends[:-1] + 1
-        if len(sep) == 1:
-            seps = np.flatnonzero(arr == sep[0])
-            counts = np.searchsorted(seps, ends) - np.searchsorted(seps, starts)
-        else:
-            counts = np.array([seg.count(sep, s, e) for s, e in zip(starts, ends)])
+        seps = np.flatnonzero(arr == sep[0])
+        counts = np.searchsorted(seps, ends) - np.searchsorted(seps, starts)
         blank = ends == starts
         good = (counts == nfields - 1) & ~blank
         lines = first_line + np.arange(len(ends))
+        long_values = bool(len(ends)) and int((ends - starts).max()) > MAX_VALUE_CHARS
+        hex_suspect = _field_may_be_hex(arr, starts, seps, header)
         if not good.all():
             self.ctx.stats.blank += int(blank.sum())
             for i in np.flatnonzero(~good & ~blank):
@@ -564,37 +947,126 @@ class _TsvParser:
                 return None
             seg = b"".join(seg[starts[i] : ends[i] + 1] for i in keep)
             lines = lines[keep]
-        table, lines = self._parse(seg, lines, header)
+        table, lines = self._parse(seg, lines, header, hex_suspect)
         if table is None:
             return None
-        table, objects = _postprocess(table, header)
+        table, objects = _postprocess(
+            table, header, self.ctx.stats if long_values else None, KNOWN_FIELDS if self.ctx.conn else frozenset()
+        )
         return _finish_frame(table, dict(zip(header.fields, header.types)), objects, self.ctx, self.path, header.path)
 
-    def _parse(self, seg: bytes, lines: np.ndarray, header: _Header) -> tuple[pa.Table | None, np.ndarray]:
+    def _parse(
+        self, seg: bytes, lines: np.ndarray, header: _Header, hex_suspect: bool = True
+    ) -> tuple[pa.Table | None, np.ndarray]:
+        """Typed Arrow table of the lines whose every value fits its Zeek type; the others rejected.
+
+        The fast path is one typed Arrow parse. If Arrow refuses a value, or a field may hold a
+        hexadecimal integer (which Arrow would take), the lines are read as text, each numeric
+        value checked against what Zeek writes, the bad lines set aside and the rest parsed
+        typed; a line Arrow still refuses is found by halving and rejected with Arrow's reason.
+        Either way the values are then checked against their type's range.
+        """
+        table = None
+        if not hex_suspect:
+            with contextlib.suppress(pa.ArrowInvalid):
+                table = _read_tsv(seg, header, typed=True)
+        if table is None:
+            table, seg, lines = self._parse_checked(seg, lines, header)
+            if table is None:
+                return None, lines
+        return self._check_ranges(table, seg, lines, header)
+
+    def _parse_checked(
+        self, seg: bytes, lines: np.ndarray, header: _Header
+    ) -> tuple[pa.Table | None, bytes, np.ndarray]:
+        assert header.fields is not None and header.types is not None
         try:
-            return _read_tsv(seg, header, typed=True), lines
-        except pa.ArrowInvalid as e:
-            error = e
-        # Slow path: find the lines whose values do not parse, set them aside, retry.
-        table = _read_tsv(seg, header, typed=False)
+            text = _read_tsv(seg, header, typed=False)
+        except pa.ArrowInvalid:
+            return self._halve(seg, lines, header)
         pieces = seg.split(b"\n")  # the segment's lines, once: for rejects and the retry
-        bad = np.zeros(table.num_rows, dtype=bool)
-        for name, zeek_type in zip(header.fields, header.types):
-            col = table.column(name)
-            reasons = _invalid_values(col, zeek_type)
-            if reasons is None:
+        bad = np.zeros(text.num_rows, dtype=bool)
+        for index, (name, zeek_type) in enumerate(zip(header.fields, header.types)):
+            col = text.column(index)
+            found = _invalid_text(col, zeek_type)
+            if found is None:
                 continue
-            for i in np.flatnonzero(reasons & ~bad):
+            mask, why = found
+            for i in np.flatnonzero(mask & ~bad):
                 value = col[int(i)].as_py()
-                self.ctx.reject(self.path, int(lines[i]), name, f"invalid {zeek_type} value {value!r}", pieces[int(i)])
-            bad |= reasons
-        if not bad.any():  # nothing found: fail loudly rather than lose lines
-            raise SourceError(f"{self.path}:{int(lines[0])}: cannot parse: {error}") from error
-        keep = np.flatnonzero(~bad)
-        if not len(keep):
+                self.ctx.reject(
+                    self.path,
+                    int(lines[i]),
+                    name,
+                    f"invalid {zeek_type} value {show(value)}{why(value)}",
+                    pieces[int(i)],
+                )
+            bad |= mask
+        if bad.any():
+            keep = np.flatnonzero(~bad)
+            if not len(keep):
+                return None, b"", lines[:0]
+            seg = b"".join(pieces[i] + b"\n" for i in keep)
+            lines = lines[keep]
+        try:
+            return _read_tsv(seg, header, typed=True), seg, lines
+        except pa.ArrowInvalid:
+            return self._halve(seg, lines, header)
+
+    def _halve(self, seg: bytes, lines: np.ndarray, header: _Header) -> tuple[pa.Table | None, bytes, np.ndarray]:
+        """Parse what parses; reject, with Arrow's reason, each line Arrow refuses on its own."""
+        pieces = seg.split(b"\n")[:-1]
+        tables: list[pa.Table] = []
+        kept: list[int] = []
+        spans = [(0, len(pieces))]  # a stack, lower half on top: lines come out in order
+        while spans:
+            lo, hi = spans.pop()
+            chunk = b"".join(p + b"\n" for p in pieces[lo:hi])
+            try:
+                tables.append(_read_tsv(chunk, header, typed=True))
+                kept.extend(range(lo, hi))
+                continue
+            except pa.ArrowInvalid as e:
+                if hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    spans += [(mid, hi), (lo, mid)]
+                    continue
+                field, reason = _arrow_problem(e, header)
+                self.ctx.reject(self.path, int(lines[lo]), field, reason, pieces[lo])
+        if not tables:
+            return None, b"", lines[:0]
+        seg = b"".join(pieces[i] + b"\n" for i in kept)
+        return pa.concat_tables(tables), seg, lines[np.array(kept, dtype=np.int64)]
+
+    def _check_ranges(
+        self, table: pa.Table, seg: bytes, lines: np.ndarray, header: _Header
+    ) -> tuple[pa.Table | None, np.ndarray]:
+        """Reject the lines holding a value outside its Zeek type's range (a negative count, ...)."""
+        assert header.fields is not None and header.types is not None
+        bad: np.ndarray | None = None
+        pieces: list[bytes] | None = None
+        for index, (name, zeek_type) in enumerate(zip(header.fields, header.types)):
+            col = table.column(index)
+            found = _out_of_range(col, zeek_type, name, self.ctx.conn)
+            if found is None:
+                continue
+            mask, why = found
+            if bad is None:
+                bad = np.zeros(table.num_rows, dtype=bool)
+                pieces = seg.split(b"\n")
+            assert pieces is not None
+            for i in np.flatnonzero(mask & ~bad):
+                value = col[int(i)].as_py()
+                self.ctx.reject(
+                    self.path, int(lines[i]), name, f"invalid {zeek_type} value {show(value)} ({why})", pieces[int(i)]
+                )
+            bad |= mask
+        if bad is None:
+            return table, lines
+        keep = ~bad
+        if not keep.any():
             return None, lines[:0]
-        seg = b"".join(pieces[i] + b"\n" for i in keep)
-        return _read_tsv(seg, header, typed=True), lines[keep]
+        return table.filter(pa.array(keep)), lines[keep]
 
 
 def _guess_field_type(name: str) -> str:
@@ -606,6 +1078,37 @@ def _split_header(value: str, separator: str) -> tuple[list[str], bool]:
     if any("   " in n for n in names):
         return [p for n in names for p in n.split("   ")], True
     return names, False
+
+
+def _as_zeek_would_write(seg: bytes) -> bytes:
+    """Lines as Zeek's writer would have written them: CRLF as LF, a bare CR and bytes that are
+    not UTF-8 escaped as ``\\xHH`` (Zeek escapes both), so the value keeps them and Arrow reads it."""
+    if b"\r" in seg:
+        seg = seg.replace(b"\r\n", b"\n")
+        if b"\r" in seg:
+            seg = seg.replace(b"\r", b"\\x0d")
+    if not seg.isascii():
+        try:
+            seg.decode("utf-8")
+        except UnicodeDecodeError:
+            seg = seg.decode("utf-8", "backslashreplace").encode("utf-8")
+    return seg
+
+
+def _field_may_be_hex(arr: np.ndarray, starts: np.ndarray, seps: np.ndarray, header: _Header) -> bool:
+    """True when a field may start with ``0x`` (after spaces, which Arrow trims): Arrow reads that
+    as a hexadecimal integer, Zeek never writes one, so the segment takes the checked path."""
+    assert header.types is not None
+    if not len(arr) or not any(t in INT_TYPES for t in header.types):
+        return False
+    if bytes(arr[:2]).lower() == b"0x":
+        return True
+    xs = np.concatenate([np.flatnonzero(arr == 0x78), np.flatnonzero(arr == 0x58)])  # x, X
+    xs = xs[xs >= 2]
+    zero = xs[arr[xs - 1] == 0x30]
+    before = arr[zero - 2]
+    sep = ord(header.separator)
+    return bool(((before == sep) | (before == 0x0A) | (before == 0x20)).any())
 
 
 def _read_tsv(seg: bytes, header: _Header, typed: bool) -> pa.Table:
@@ -630,32 +1133,147 @@ def _read_tsv(seg: bytes, header: _Header, typed: bool) -> pa.Table:
     )
 
 
-def _invalid_values(col: pa.ChunkedArray, zeek_type: str) -> np.ndarray | None:
-    """Mask of the values in a string column that are not valid for ``zeek_type``."""
-    if zeek_type in FLOAT_TYPES or zeek_type in INT_TYPES:
-        series = col.to_pandas()
-        numbers = pd.to_numeric(series, errors="coerce")
-        bad = series.notna().to_numpy() & numbers.isna().to_numpy()
-        if zeek_type in INT_TYPES:
-            values = numbers.to_numpy(dtype=float, na_value=0.0)
-            bad |= (values != np.floor(values)) | (values < -(2.0**63)) | (values >= 2.0**63)
-        return bad if bad.any() else None
-    if zeek_type == "bool":
-        series = col.to_pandas()
-        bad = (series.notna() & ~series.isin(["T", "F", "1", "0"])).to_numpy()
-        return bad if bad.any() else None
-    return None
+_ARROW_COLUMN = re.compile(r"column #(\d+)")
 
 
-def _postprocess(table: pa.Table, header: _Header) -> tuple[pa.Table, dict[str, list[Any]]]:
-    """Empty markers, escapes and containers, column by column, vectorised."""
+def _arrow_problem(error: Exception, header: _Header) -> tuple[str | None, str]:
+    """(field, reason) from Arrow's message about one line."""
+    message = str(error)
+    m = _ARROW_COLUMN.search(message)
+    field = None
+    if m and header.fields is not None and int(m.group(1)) < len(header.fields):
+        field = header.fields[int(m.group(1))]
+    reason = message.split(": ", 1)[1] if m and ": " in message else message
+    return field, f"cannot parse: {reason[:200]}"
+
+
+# What Zeek writes, as RE2 patterns over a whole value. Integers: decimal digits, a minus sign for
+# ``int`` (a count's range is checked after); Arrow also trims spaces, so the check allows them.
+_INT_TEXT = r"^ *-?[0-9]+ *$"
+_FLOAT_TEXT = r"^ *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)? *$|^ *[+-]?(?i:inf|infinity|nan) *$"
+_INT64_DIGITS = "9223372036854775807"
+
+
+def _no_reason(value: Any) -> str:
+    return ""
+
+
+def _invalid_text(col: pa.ChunkedArray, zeek_type: str) -> tuple[np.ndarray, Any] | None:
+    """(mask, reason(value)) of the text values that are not a valid ``zeek_type``, or None."""
+    if zeek_type in INT_TYPES:
+        ok = pc.match_substring_regex(col, _INT_TEXT)
+        digits = pc.utf8_trim(col, " ")
+        digits = pc.if_else(pc.starts_with(digits, "-"), pc.utf8_slice_codeunits(digits, 1), digits)
+        digits = pc.utf8_ltrim(digits, "0")
+        length = pc.utf8_length(digits)
+        big = pc.or_(pc.greater(length, 19), pc.and_(pc.equal(length, 19), pc.greater(digits, _INT64_DIGITS)))
+        bad = pc.or_(pc.invert(ok), pc.and_(ok, big))
+        mask = pc.fill_null(bad, False).to_numpy(zero_copy_only=False)
+        if not mask.any():
+            return None
+        return mask, lambda v: " (out of range)" if re.fullmatch(r" *-?[0-9]+ *", v or "") else ""
+    if zeek_type in FLOAT_TYPES:
+        bad = pc.invert(pc.match_substring_regex(col, _FLOAT_TEXT))
+    elif zeek_type == "bool":
+        bad = pc.and_(pc.is_valid(col), pc.invert(pc.is_in(col, value_set=pa.array(["T", "F", "1", "0"]))))
+    else:
+        return None
+    mask = pc.fill_null(bad, False).to_numpy(zero_copy_only=False)
+    return (mask, _no_reason) if mask.any() else None
+
+
+def _out_of_range(col: pa.ChunkedArray, zeek_type: str, name: str, conn: bool) -> tuple[np.ndarray, str] | None:
+    """(mask, why) of the typed values outside ``zeek_type``'s range, or None when all fit."""
+    if col.null_count == len(col):
+        return None
+    if zeek_type in ("count", "port") and pa.types.is_integer(col.type):
+        lo, hi = pc.min_max(col).values()
+        top = PORT_MAX if zeek_type == "port" else INT64_MAX
+        if lo.as_py() >= 0 and hi.as_py() <= top:
+            return None
+        bad = pc.or_(pc.less(col, 0), pc.greater(col, top))
+        why = "not a port number, 0-65535" if zeek_type == "port" else "a count is never negative"
+    elif zeek_type in ("time", "interval") and pa.types.is_floating(col.type):
+        finite = pc.is_finite(col)
+        if zeek_type == "time":
+            ok = pc.and_(finite, pc.and_(pc.greater_equal(col, TIME_MIN), pc.less(col, TIME_MAX)))
+            why = "not a time between 1970 and 9999"
+        elif conn and name in NONNEGATIVE_FIELDS:
+            ok = pc.and_(finite, pc.greater_equal(col, 0.0))
+            why = "not a finite duration of 0 or more"
+        else:
+            ok = finite
+            why = "not finite"
+        bad = pc.invert(ok)
+    elif zeek_type == "addr" and pa.types.is_string(col.type):
+        mask = _bad_addrs(col)
+        return None if mask is None else (mask, "not an IPv4 or IPv6 address")
+    else:
+        return None
+    mask = pc.fill_null(bad, False).to_numpy(zero_copy_only=False)
+    return (mask, why) if mask.any() else None
+
+
+_IPV4_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_TEXT = rf"^{_IPV4_OCTET}(?:\.{_IPV4_OCTET}){{3}}$"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def valid_addr(text: str) -> bool:
+    """True for an address as Zeek writes one (dotted IPv4, or IPv6 text)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _bad_addrs(col: pa.ChunkedArray) -> np.ndarray | None:
+    """Mask of the values that are not an address, each distinct value checked once (IPv4 in Arrow)."""
+    distinct = pc.drop_null(pc.unique(col))
+    v4 = pc.match_substring_regex(distinct, _IPV4_TEXT)
+    if pc.all(v4).as_py():
+        return None
+    others = distinct.filter(pc.invert(v4)).to_pylist()
+    bad = [v for v in others if not valid_addr(v)]
+    if not bad:
+        return None
+    return pc.fill_null(pc.is_in(col, value_set=pa.array(bad, pa.string())), False).to_numpy(zero_copy_only=False)
+
+
+KNOWN_FIELDS = frozenset(CONN_TYPES) | frozenset(KNOWN_EXTRA_TYPES)
+"""The columns zeek-ml reads for their meaning: in a conn read their text is always valid Unicode."""
+
+
+def _replace_undecodable(value: Any) -> Any:
+    """A string holding undecodable bytes (as surrogates) with each such byte as U+FFFD."""
+    if isinstance(value, str) and not _encodable(value):
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_replace_undecodable(v) for v in value]
+    return value
+
+
+def _postprocess(
+    table: pa.Table, header: _Header, stats: ReadStats | None, known: frozenset[str] = frozenset()
+) -> tuple[pa.Table, dict[str, list[Any]]]:
+    """Empty markers, escapes and containers, column by column, vectorised; long values capped
+    (``stats`` is given when a line is long enough to hold one, and counts them).
+
+    Bytes that are not UTF-8 (Zeek's ``\\xHH``) stay exactly as they were (surrogates, PEP 383) in
+    every column but those in ``known`` (in a conn read: conn.log's own fields and labels, whose
+    values zeek-ml uses as text, and where Zeek never writes such bytes): there each becomes U+FFFD.
+    """
     assert header.types is not None
     objects: dict[str, list[Any]] = {}
     for index, zeek_type in enumerate(header.types):
         name = table.column_names[index]
         col = table.column(index)
         if is_container(zeek_type):
-            arr, values = _container(col, zeek_type, header)
+            arr, values = _container(col, zeek_type, header, stats, replace=name in known)
             if values is not None:
                 objects[name] = values
                 arr = pa.nulls(len(col), pa.list_(pa.string()))
@@ -671,18 +1289,39 @@ def _postprocess(table: pa.Table, header: _Header) -> tuple[pa.Table, dict[str, 
             values = col.to_pylist()
             for i in np.flatnonzero(escaped.to_numpy(zero_copy_only=False)):
                 values[i] = unescape(values[i])
+            if stats is not None:
+                values = [_cap(v, stats) for v in values]
             try:
                 col = pa.array(values, pa.string())
             except (pa.ArrowInvalid, UnicodeEncodeError):
-                objects[name] = values  # undecodable bytes: kept as surrogates
+                if name in known:
+                    col = pa.array([_replace_undecodable(v) for v in values], pa.string())
+                else:
+                    objects[name] = values  # undecodable bytes: kept as surrogates
+        elif stats is not None:
+            long = pc.fill_null(pc.greater(pc.utf8_length(col), MAX_VALUE_CHARS), False)
+            n = pc.sum(long).as_py() or 0
+            if n:
+                stats.capped += n
+                col = pc.if_else(long, pc.utf8_slice_codeunits(col, 0, MAX_VALUE_CHARS), col)
         table = table.set_column(index, name, col)
     return table, objects
 
 
-def _container(col: pa.ChunkedArray, zeek_type: str, header: _Header) -> tuple[pa.Array, list[Any] | None]:
+def _cap(value: Any, stats: ReadStats) -> Any:
+    if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+        stats.capped += 1
+        return value[:MAX_VALUE_CHARS]
+    return value
+
+
+def _container(
+    col: pa.ChunkedArray, zeek_type: str, header: _Header, stats: ReadStats | None = None, replace: bool = False
+) -> tuple[pa.Array, list[Any] | None]:
     """``a,b`` -> ["a", "b"]; ``(empty)`` -> []; ``-`` -> null; elements unescaped and typed.
 
-    Returns the Arrow array, or Python lists where elements hold undecodable bytes.
+    Returns the Arrow array, or Python lists where elements hold undecodable bytes. A value
+    longer than :data:`MAX_VALUE_CHARS` keeps the elements that fit (counted in ``stats``).
     """
     values = col.to_pylist()
     out: list[list[Any] | None] = []
@@ -692,10 +1331,19 @@ def _container(col: pa.ChunkedArray, zeek_type: str, header: _Header) -> tuple[p
         elif v == header.empty_field:
             out.append([])
         else:
+            if stats is not None and len(v) > MAX_VALUE_CHARS:
+                stats.capped += 1
+                v = v[: MAX_VALUE_CHARS + 1].rsplit(header.set_separator, 1)[0][:MAX_VALUE_CHARS]
             out.append([unescape(e) for e in v.split(header.set_separator)])
     inner = element_type(zeek_type)
     try:
-        arr = pa.array(out, pa.list_(pa.string()))
+        try:
+            arr = pa.array(out, pa.list_(pa.string()))
+        except UnicodeEncodeError:
+            if not replace:
+                raise
+            out = [_replace_undecodable(v) for v in out]
+            arr = pa.array(out, pa.list_(pa.string()))
         if inner in FLOAT_TYPES or inner in INT_TYPES or inner == "bool":
             arr = arr.cast(pa.list_(arrow_type(inner)))
         return arr, None
@@ -704,6 +1352,116 @@ def _container(col: pa.ChunkedArray, zeek_type: str, header: _Header) -> tuple[p
 
 
 # --------------------------------------------------------------------------- JSON
+
+
+def _json_bytes_as_zeek(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: bytes that are not UTF-8 become the JSON text ``\\\\xHH``, which is
+    how Zeek's JSON writer escapes them, so a string keeps those bytes (as surrogates)."""
+    assert isinstance(error, UnicodeDecodeError)
+    bad = error.object[error.start : error.end]
+    return "".join(f"\\\\x{b:02x}" for b in bad), error.end
+
+
+codecs.register_error("zeek_ml.json_bytes", _json_bytes_as_zeek)
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def lone_surrogate(obj: Any) -> str | None:
+    """The field (dotted for nested objects) holding a lone surrogate, or None."""
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return path or "(value)"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _encodable(key):
+                    return printable(key)
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            stack.extend((path, item) for item in value)
+    return None
+
+
+_DECODER = json.JSONDecoder(strict=False)
+"""Control bytes inside a JSON string are kept, as they are in TSV (one decoder, made once)."""
+
+
+def decode_json_text(data: bytes) -> tuple[Any, str | None, str | None]:
+    """Decode JSON text without ever raising: ``(value, None, None)`` or ``(None, field, reason)``.
+
+    Bytes that are not UTF-8 are read as Zeek escapes them (``\\xHH`` inside a string); nesting
+    too deep for Python, numbers too long to convert and lone surrogates (``\\ud800``: not a
+    character; ``field`` names where) make the text invalid.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", "zeek_ml.json_bytes")
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:
+        return None, None, "nested too deeply"
+    except ValueError as e:
+        return None, None, str(e)
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        where = lone_surrogate(value)
+        if where is not None:
+            return None, where, "lone surrogate (\\ud800-\\udfff escape): not valid Unicode"
+    return value, None, None
+
+
+def decode_json_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """One JSON-lines record: ``(object, None, None)``, ``(None, field, reason)`` when it is not a
+    usable record, or ``(None, None, None)`` for a blank line.
+
+    Surrounding whitespace, NUL padding and a byte order mark are skipped; the rest is
+    :func:`decode_json_text`, which never raises.
+    """
+    line = raw.strip(b" \t\r\n\0")
+    if line.startswith(_BOM):
+        line = line[len(_BOM) :].lstrip(b" \t\r\0")
+    if not line:
+        return None, None, None
+    obj, field, reason = decode_json_text(line)
+    if reason is not None:
+        return None, field, reason if field is not None else f"invalid JSON: {reason}"
+    if not isinstance(obj, dict):
+        return None, None, "not a JSON object"
+    return obj, None, None
+
+
+def cap_json_values(obj: dict[str, Any], stats: ReadStats) -> None:
+    """Cut string values (and lists of them), nested objects included, to :data:`MAX_VALUE_CHARS`,
+    counting each cut value in ``stats``."""
+    stack = [obj]
+    while stack:
+        current = stack.pop()
+        for key, value in current.items():
+            if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+                current[key] = value[:MAX_VALUE_CHARS]
+                stats.capped += 1
+            elif isinstance(value, list):
+                total, kept = 0, []
+                for item in value:
+                    total += len(item) + 1 if isinstance(item, str) else 8
+                    if total > MAX_VALUE_CHARS:
+                        stats.capped += 1
+                        break
+                    kept.append(item)
+                current[key] = kept
+            elif isinstance(value, dict):
+                stack.append(value)
 
 
 class _JsonParser:
@@ -717,23 +1475,22 @@ class _JsonParser:
         records: list[dict[str, Any]] = []
         lines: list[int] = []
         raws: list[bytes] = []
-        pieces = buf.split(b"\n")[:-1]
+        pieces = buf.split(b"\n")
+        if pieces and not pieces[-1]:
+            pieces.pop()
+        last = len(pieces) - 1
         for i, raw in enumerate(pieces):
-            line = raw.strip()
-            if not line:
+            obj, field, reason = decode_json_line(raw)
+            if reason is not None:
+                if field is None and final and i == last:
+                    reason += " (last line of the file: cut short?)"
+                self.ctx.reject(self.path, first_line + i, field, reason, raw)
+                continue
+            if obj is None:
                 self.ctx.stats.blank += 1
                 continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                reason = f"invalid JSON: {e}"
-                if final and i == len(pieces) - 1:
-                    reason += " (last line of the file: cut short?)"
-                self.ctx.reject(self.path, first_line + i, None, reason, raw)
-                continue
-            if not isinstance(obj, dict):
-                self.ctx.reject(self.path, first_line + i, None, "not a JSON object", raw)
-                continue
+            if len(raw) > MAX_VALUE_CHARS:
+                cap_json_values(obj, self.ctx.stats)
             records.append(obj)
             lines.append(first_line + i)
             raws.append(raw)
@@ -752,13 +1509,20 @@ class _JsonParser:
         bad = np.zeros(len(records), dtype=bool)
         for name in names:
             values = [r.get(name) for r in records]
-            sample = next((v for v in values if v is not None), None)
-            zeek_type = guess_type(name, sample)
+            known = CONN_TYPES.get(name) or KNOWN_EXTRA_TYPES.get(name)
+            if known is not None:
+                zeek_type = known
+                for i, reason in json_value_problems(values, zeek_type, name, self.ctx.conn):
+                    if not bad[i]:
+                        bad[i] = True
+                        self.ctx.reject(self.path, lines[i], name, reason, raws[i])
+            else:  # a column zeek-ml does not know: typed by its values, passed through, never a reject
+                sample = next((v for v in values if v is not None), None)
+                zeek_type = guess_type(name, sample)
+                if json_value_problems(values, zeek_type, name, False):
+                    zeek_type = "string"
+                    values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
             types[name] = zeek_type
-            invalid = _json_invalid(values, zeek_type)
-            for i in np.flatnonzero(invalid & ~bad):
-                self.ctx.reject(self.path, lines[i], name, f"invalid {zeek_type} value {values[i]!r}", raws[i])
-            bad |= invalid
             columns[name] = values
         keep = np.flatnonzero(~bad)
         if not len(keep):
@@ -768,7 +1532,7 @@ class _JsonParser:
         for name, values in columns.items():
             if bad.any():
                 values = [values[i] for i in keep]
-            arr, obj = _json_column(values, types[name])
+            arr, obj = _json_column(values, types[name], replace=self.ctx.conn and name in KNOWN_FIELDS)
             if obj is not None:
                 objects[name] = obj
                 arr = pa.nulls(len(values), pa.string())
@@ -779,29 +1543,90 @@ class _JsonParser:
         return _finish_frame(table, types, objects, self.ctx, self.path, None)
 
 
-def _json_invalid(values: list[Any], zeek_type: str) -> np.ndarray:
+_NONE = type(None)
+
+
+def json_value_problems(values: list[Any], zeek_type: str, name: str = "", conn: bool = True) -> list[tuple[int, str]]:
+    """(index, reason) of each decoded JSON value that is not a valid ``zeek_type`` (None: unset).
+
+    Integers must be JSON integers in range (a count 0 to 2^63-1, a port 0 to 65535), never
+    ``true``, ``7.0`` or ``"7"``; ``time`` epoch seconds, integer milliseconds or ISO 8601
+    text between 1970 and 9999; ``interval`` a finite number (``duration`` not negative in a
+    conn log); ``bool`` true/false; text types strings (an ``addr`` a real address); a set or
+    vector a list of valid elements.
+    """
+    present = [v for v in values if v is not None]
+    if not present:
+        return []
+    kinds = set(map(type, present))
+    out: list[tuple[int, str]] = []
+
+    def flag(check: Any, why: str = "") -> list[tuple[int, str]]:
+        for i, v in enumerate(values):
+            if v is not None and not check(v):
+                out.append((i, f"invalid {zeek_type} value {show(v)}{why(v) if callable(why) else why}"))
+        return out
+
+    if zeek_type in INT_TYPES:
+        lo, hi = {"port": (0, PORT_MAX), "count": (0, INT64_MAX)}.get(zeek_type, (INT64_MIN, INT64_MAX))
+        if kinds == {int} and lo <= min(present) and max(present) <= hi:
+            return []
+        return flag(
+            lambda v: type(v) is int and lo <= v <= hi,
+            lambda v: " (out of range)" if type(v) is int else "",
+        )
     if zeek_type == "time":
-        ok = [
-            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) or isinstance(v, str) for v in values
-        ]
-        bad = ~np.array(ok, dtype=bool)
-        strings = [i for i, v in enumerate(values) if isinstance(v, str)]
-        if strings:
-            times = _json_times([values[i] for i in strings])
-            bad[np.array(strings)[np.isnan(times)]] = True
-        return bad
-    if zeek_type in FLOAT_TYPES or zeek_type in INT_TYPES:
-        check = (lambda v: isinstance(v, int)) if zeek_type in INT_TYPES else (lambda v: isinstance(v, (int, float)))
-        return np.array([v is not None and (isinstance(v, bool) or not check(v)) for v in values], dtype=bool)
+        if not kinds <= {int, float, str}:
+            flag(lambda v: type(v) in (int, float, str))
+        secs = _json_times(values)
+        ok = (secs >= TIME_MIN) & (secs < TIME_MAX)  # NaN (unparsable) is not ok
+        for i in np.flatnonzero(~ok):
+            v = values[i]
+            if v is None or type(v) not in (int, float, str):
+                continue
+            why = "not ISO 8601" if isinstance(v, str) and np.isnan(secs[i]) else "not a time between 1970 and 9999"
+            out.append((int(i), f"invalid time value {show(v)} ({why})"))
+        out.sort()
+        return out
+    if zeek_type in FLOAT_TYPES:
+        finite = zeek_type == "interval"
+        nonneg = conn and name in NONNEGATIVE_FIELDS
+
+        def number_ok(v: Any) -> bool:
+            if type(v) not in (int, float):
+                return False
+            try:
+                x = float(v)
+            except OverflowError:
+                return False
+            return (not finite or math.isfinite(x)) and (not nonneg or x >= 0)
+
+        if kinds <= {int, float} and all(map(number_ok, present)):
+            return []
+        return flag(number_ok, lambda v: " (out of range)" if type(v) in (int, float) else "")
     if zeek_type == "bool":
-        return np.array([v is not None and not isinstance(v, bool) for v in values], dtype=bool)
+        return [] if kinds == {bool} else flag(lambda v: type(v) is bool)
     if is_container(zeek_type):
-        return np.array([v is not None and not isinstance(v, list) for v in values], dtype=bool)
-    return np.array([v is not None and not isinstance(v, (str, int, float)) for v in values], dtype=bool)
+        inner = element_type(zeek_type)
+        if inner in FLOAT_TYPES or inner in INT_TYPES or inner == "bool" or is_container(inner):
+            return flag(lambda v: type(v) is list and _NONE not in map(type, v) and not json_value_problems(v, inner))
+        # text elements (set[string], the common case): one pass over the element types
+        return flag(lambda v: type(v) is list and all(type(e) is str for e in v))
+    # text types: string, enum, addr, subnet, ...
+    if kinds != {str}:
+        flag(lambda v: type(v) is str)
+    if zeek_type == "addr":
+        bad_addrs = {v for v in present if type(v) is str and not valid_addr(v)}
+        if bad_addrs:
+            for i, v in enumerate(values):
+                if type(v) is str and v in bad_addrs:
+                    out.append((i, f"invalid addr value {show(v)} (not an IPv4 or IPv6 address)"))
+            out.sort()
+    return out
 
 
 def _json_times(values: list[Any]) -> np.ndarray:
-    """Epoch seconds from Zeek's JSON ``ts``: epoch seconds, integer ms, or ISO 8601."""
+    """Epoch seconds from Zeek's JSON ``ts``: epoch seconds, integer ms, or ISO 8601 (NaN where none)."""
     out = np.full(len(values), np.nan)
     strings: list[int] = []
     for i, v in enumerate(values):
@@ -809,13 +1634,18 @@ def _json_times(values: list[Any]) -> np.ndarray:
             continue
         if isinstance(v, int):
             # LogAscii::json_timestamps=JSON::TS_MILLIS writes integer milliseconds.
-            out[i] = v / 1000.0 if abs(v) >= 100_000_000_000 else float(v)
+            with contextlib.suppress(OverflowError):
+                out[i] = v / 1000.0 if abs(v) >= 100_000_000_000 else float(v)
         elif isinstance(v, float):
             out[i] = v
         elif isinstance(v, str):
             strings.append(i)
     if strings:
-        parsed = pd.to_datetime(pd.Series([values[i] for i in strings]), utc=True, format="ISO8601", errors="coerce")
+        texts = [values[i] for i in strings]
+        try:
+            parsed = pd.to_datetime(pd.Series(texts, dtype=object), utc=True, format="ISO8601", errors="coerce")
+        except (ValueError, OverflowError, TypeError):  # one odd text spoils the vectorised parse: one by one
+            parsed = pd.Series([_one_time(t) for t in texts], dtype="datetime64[ns, UTC]")
         ns = parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
         secs = ns / 1e9
         secs[parsed.isna().to_numpy()] = np.nan
@@ -823,7 +1653,16 @@ def _json_times(values: list[Any]) -> np.ndarray:
     return out
 
 
-def _json_column(values: list[Any], zeek_type: str) -> tuple[pa.Array, list[Any] | None]:
+def _one_time(text: str) -> Any:
+    try:
+        return pd.to_datetime(text, utc=True, format="ISO8601")
+    except (ValueError, OverflowError, TypeError):
+        return pd.NaT
+
+
+def _json_column(values: list[Any], zeek_type: str, replace: bool = False) -> tuple[pa.Array, list[Any] | None]:
+    """A column's values as an Arrow array, or as Python objects where they hold undecodable bytes
+    (``replace``: those bytes become U+FFFD instead, see :func:`_postprocess`)."""
     if zeek_type == "time":
         times = _json_times(values)
         return pa.array(times, pa.float64(), mask=np.array([v is None for v in values], dtype=bool)), None
@@ -838,10 +1677,16 @@ def _json_column(values: list[Any], zeek_type: str) -> tuple[pa.Array, list[Any]
         inner = element_type(zeek_type)
         try:
             return pa.array(items, pa.list_(arrow_type(inner))), None
-        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+        except UnicodeEncodeError:
+            if replace:
+                return pa.array([_replace_undecodable(v) for v in items], pa.list_(pa.string())), None
+            return pa.array([None] * len(items), pa.list_(pa.string())), items
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             return pa.array([None] * len(items), pa.list_(pa.string())), items
     strings = [None if v is None else unescape(v) if isinstance(v, str) else str(v) for v in values]
     try:
         return pa.array(strings, pa.string()), None
     except (pa.ArrowInvalid, UnicodeEncodeError):
+        if replace:
+            return pa.array([_replace_undecodable(v) for v in strings], pa.string()), None
         return pa.nulls(len(strings), pa.string()), strings

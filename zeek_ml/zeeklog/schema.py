@@ -81,6 +81,39 @@ NOTICE_FIELDS: tuple[tuple[str, str], ...] = (
 
 FLOAT_TYPES = frozenset({"time", "interval", "double"})
 INT_TYPES = frozenset({"count", "int", "port"})
+STRING_TYPES = frozenset({"string", "enum", "addr", "subnet", "pattern", "func", "file"})
+"""Zeek types a log writes as text (JSON strings)."""
+
+# --------------------------------------------------------------------------- value ranges
+#
+# What a value of each Zeek type may be, as the reader checks it; a line holding a value
+# outside its type's range is rejected (file, line, field), never scored with a wrong number.
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+"""Batches hold counts and ints as int64: a Zeek count of 2^63 or more (no real byte or packet
+count comes near) cannot be held and is rejected."""
+
+PORT_MAX = 65535
+TIME_MIN = 0.0
+TIME_MAX = 253402300800.0
+"""``time`` values must lie in [1970-01-01, 10000-01-01): what every date library (and Zeek's
+own ``#open`` format) can write. Whether a time is plausible for the stream is decided later
+(the host context and incident clock clamp jumps); the reader only refuses what no clock says."""
+
+NONNEGATIVE_FIELDS = frozenset({"duration"})
+"""conn.log fields of a signed type that Zeek never writes below zero."""
+
+MAX_VALUE_CHARS = 4096
+"""Longest string value kept, in characters (a set or vector: its whole text). Longer values are
+cut to this length at read time and counted (``ReadStats.capped``). No conn.log value comes near
+(``history`` is a few dozen letters, a uid 18 characters); without a cap one crafted 1 MiB value
+costs gigabytes downstream (per-letter history tables, explanations), so one line could exhaust
+the sensor's memory."""
+
+MAX_LINE_BYTES = 16 << 20
+"""Longest line read: a line that runs past 16 MiB without a newline is rejected and skipped
+without being held in memory (a conn.log line is a few hundred bytes)."""
 
 
 def is_container(zeek_type: str) -> bool:
