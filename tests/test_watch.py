@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import random
@@ -11,8 +12,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
@@ -28,12 +31,18 @@ def _env() -> dict[str, str]:
     return env
 
 
-def start_watch(logs: Path, out: Path, *extra: str, stderr: Path | None = None) -> subprocess.Popen[bytes]:
-    """``zeek-ml watch`` as a real subprocess."""
+def start_watch(
+    logs: Path, out: Path, *extra: str, stderr: Path | None = None, crash: str | None = None
+) -> subprocess.Popen[bytes]:
+    """``zeek-ml watch`` as a real subprocess (``crash``: a ZEEK_ML_WATCH_CRASH_AT point to die at)."""
     args = [sys.executable, "-m", "zeek_ml", "watch", str(logs), "-o", str(out / "notice.log")]
     args += ["--all", str(out / "all.log"), "--poll-interval", "0.05", *extra]
-    err = open(stderr or out / "watch.err", "ab")  # noqa: SIM115
-    return subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+    env = _env()
+    env.pop("ZEEK_ML_WATCH_CRASH_AT", None)
+    if crash:
+        env["ZEEK_ML_WATCH_CRASH_AT"] = crash
+    with open(stderr or out / "watch.err", "ab") as err:
+        return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err)
 
 
 def drain(logs: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -100,42 +109,127 @@ def with_open(header: list[bytes], stamp: str) -> list[bytes]:
 
 # --------------------------------------------------------------------------- exactly once under kill -9
 
+CRASH_POINTS = (
+    "batch_read",  # lines read, nothing scored
+    "batch_scored",  # scored in memory, nothing written
+    "output_torn",  # half of a batch's output written, cut mid-line
+    "batch_written",  # outputs written, not fsync'ed, no checkpoint
+    "synced",  # outputs fsync'ed, checkpoint not written
+    "checkpoint_write",  # the checkpoint's temporary file half written, not renamed
+    "checkpointed",  # just after a checkpoint
+    "rotation",  # the follower finishing a rotated file or opening the next one
+)
+"""Where ``ZEEK_ML_WATCH_CRASH_AT`` makes the watcher SIGKILL itself (see zeek_ml.watch.service.CrashPoints)."""
+
+
+class LiveZeek(threading.Thread):
+    """bench/zeek_live_writer.py's Zeek, in a thread: real rows, rotations as zeekctl and the archiver
+    do them (rename, log-queue, gzip into archive/), a header change every other file; runs until
+    stopped, so the watcher always has lines to read whatever the machine's load."""
+
+    def __init__(self, directory: Path, seed: int, rate: float = 400.0, rotate_every: int = 1100):
+        super().__init__(daemon=True)
+        spec = importlib.util.spec_from_file_location("zeek_live_writer", WRITER)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        directory.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(seed)
+        self.log = module.LiveConnLog(str(directory), module.load_rows(module.DEFAULT_SOURCES), "mixed", rng, True)
+        self.rate, self.rotate_every = rate, rotate_every
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            written = in_file = 0
+            started = time.monotonic()
+            while not self.halt.is_set():
+                n = min(40, self.rotate_every - in_file)
+                self.log.write_rows(n)
+                written, in_file = written + n, in_file + n
+                if in_file >= self.rotate_every:
+                    self.log.rotate()
+                    in_file = 0
+                self.halt.wait(max(0.0, written / self.rate - (time.monotonic() - started)))
+            self.log.finish()
+        except BaseException as e:  # shown by the test
+            self.error = e
+
+    def stop(self) -> list[str]:
+        """Stop writing; every uid written, in order."""
+        self.halt.set()
+        self.join(timeout=30)
+        assert self.error is None, repr(self.error)
+        return [uid for file in self.log.manifest for uid in file]
+
 
 def test_sigkill_at_random_moments_scores_every_uid_exactly_once_in_order(tmp_path: Path) -> None:
+    """24 kills while Zeek writes and rotates: each named point of the watcher's life twice (with a
+    random count, so in different states: mid-file, across a rotation, after a header change), and
+    8 at a uniformly random time after the watcher said it started. Every round restarts from what
+    the one before left. Every uid is scored exactly once, in order, and the notices (incidents
+    closing all along, --suppress-for 3) are the ones offline scoring of the same files gives."""
     logs, out = tmp_path / "logs", tmp_path / "out"
     out.mkdir()
-    manifest = tmp_path / "manifest.json"
-    writer = subprocess.Popen(
-        [
-            *(sys.executable, str(WRITER), str(logs), "--rows", "12000", "--rotate-every", "1100", "--burst", "40"),
-            *("--rate", "900", "--style", "mixed", "--header-change", "--seed", "7", "--manifest", str(manifest)),
-        ],
-        env=_env(),
-        stderr=subprocess.PIPE,
-    )
+    err = out / "watch.err"
+    opts = ("--rotated-dir", str(logs / "archive" / "*"), "--suppress-for", "3")
     rng = random.Random(20261124)
-    kills = 0
-    extra = ("--rotated-dir", str(logs / "archive" / "*"))
-    while writer.poll() is None or kills < 3:
-        watcher = start_watch(logs, out, *extra)
-        time.sleep(rng.uniform(0.2, 1.8))
-        watcher.send_signal(signal.SIGKILL)
-        watcher.wait()
-        kills += 1
-    assert writer.returncode == 0, writer.stderr.read().decode() if writer.stderr else ""
-    drain(logs, out, *extra)
-    expected = [uid for file in json.loads(manifest.read_text())["files"] for uid in file]
+    schedule: list[str | None] = [p for p in CRASH_POINTS for _ in range(2)] + [None] * 8
+    rng.shuffle(schedule)
+    fired: Counter[str] = Counter()
+    zeek = LiveZeek(logs, seed=7)
+    zeek.start()
+    try:
+        wait_for(lambda: (logs / "conn.log").exists(), what="the first conn.log")
+        for point in schedule:
+            crash = f"{point}:{rng.randint(1, 3)}" if point else None
+            starts = _text(err).count("info: started")
+            watcher = start_watch(logs, out, *opts, crash=crash)
+            if point is None:
+                wait_for(lambda w=watcher, n=starts: _text(err).count("info: started") > n or w.poll() is not None)
+                time.sleep(rng.uniform(0.0, 1.5))
+                watcher.send_signal(signal.SIGKILL)
+            else:
+                try:
+                    watcher.wait(timeout=20)
+                    fired[point] += 1
+                except subprocess.TimeoutExpired:
+                    watcher.send_signal(signal.SIGKILL)
+            code = watcher.wait()
+            assert code == -signal.SIGKILL, f"the watcher ended by itself ({code}):\n{_text(err)[-3000:]}"
+    finally:
+        expected = zeek.stop()
+    drain(logs, out, *opts)
+    assert set(fired) == set(CRASH_POINTS), f"crash points reached: {dict(fired)}"
     got = scored_uids(out)
-    assert len(expected) == 12000
     dupes = len(got) - len(set(got))
     missing = set(expected) - set(got)
-    assert not dupes and not missing, f"{kills} kills: {dupes} scored twice, {len(missing)} never scored"
+    assert not dupes and not missing, f"{len(schedule)} kills: {dupes} scored twice, {len(missing)} never scored"
     assert got == expected  # the order of the files, and within each file
     # The archiver gzipped and moved files while the watcher was down: they were found by fingerprint.
     assert list((logs / "archive").rglob("*.log.gz"))
     notices = (out / "notice.log").read_bytes()
     assert notices.count(b"#fields") == 1  # one header, appended to across restarts
     assert not re.search(rb"\n[^\n#][^\n]*\n#", notices)  # no header block after data
+    assert not list(out.glob(".*.tmp"))  # a checkpoint write cut short leaves no temporary file for long
+    # Live notices equal offline scoring of the same files, in the order they were written.
+    first_uid = {uids[0]: i for i, uids in enumerate(zeek.log.manifest) if uids}
+    files = [p for p in logs.rglob("conn*.log*") if p.is_file()]
+    files.sort(key=lambda p: first_uid[read_frames([str(p)])["uid"].iloc[0]])
+    offline = tmp_path / "offline.log"
+    res = run_cli("score", *map(str, files), "-o", str(offline), "--suppress-for", "3", "-q")
+    assert res.returncode == 0, res.stderr
+
+    def rows(path: Path) -> list[bytes]:
+        return [ln for ln in path.read_bytes().splitlines() if not ln.startswith(b"#")]
+
+    assert len(rows(offline)) >= 5
+    assert rows(out / "notice.log") == rows(offline)
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 # --------------------------------------------------------------------------- single situations
@@ -329,10 +423,14 @@ def test_aggregated_notices_live_with_kills_equal_offline_scoring(tmp_path: Path
     live.write_bytes(b"".join(header))
     rng = random.Random(5)
     pos = starts = 0
+    err = out / "watch.err"
     while pos < len(data) or starts < 3:
+        said = _text(err).count("info: started")
         watcher = start_watch(logs, out, "--suppress-for", "600")
         starts += 1
-        deadline = time.monotonic() + rng.uniform(0.5, 2.0)
+        # kill a watcher that has started (not one still importing), at a random point of its life
+        wait_for(lambda w=watcher, n=said: _text(err).count("info: started") > n or w.poll() is not None)
+        deadline = time.monotonic() + rng.uniform(0.2, 2.0)
         while time.monotonic() < deadline and pos < len(data):
             step = rng.randint(10, 60)
             with open(live, "ab") as f:

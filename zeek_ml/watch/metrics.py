@@ -35,9 +35,39 @@ class WatchMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+        self.healthy = Gauge(
+            "zeek_ml_watch_healthy",
+            "1 while the watcher reads and writes; 0 while an output or the checkpoint cannot be written",
+            registry=r,
+        )
+        self.disk_full = Gauge(
+            "zeek_ml_watch_disk_full",
+            "1 while an output or the checkpoint cannot be written for lack of space (reading paused)",
+            registry=r,
+        )
+        self.disk_full_episodes = Counter(
+            "zeek_ml_watch_disk_full_episodes", "Times the disk filled up under the outputs or checkpoint", registry=r
+        )
+        self.unwritten_bytes = Gauge(
+            "zeek_ml_watch_unwritten_bytes", "Output bytes scored and waiting for space to be written", registry=r
+        )
+        self.checkpoint_time = Gauge(
+            "zeek_ml_watch_checkpoint_timestamp_seconds", "When the last checkpoint was written (Unix time)", registry=r
+        )
+        self.output_switches = Counter(
+            "zeek_ml_watch_output_switches",
+            "Outputs found moved or deleted under the watcher (a fresh file started)",
+            registry=r,
+        )
         self._last = {"records": 0, "scored": 0, "rejected": 0, "notices": 0}
         self.server, self.thread = start_http_server(port, addr=host, registry=r)
         self.address = f"{host}:{self.server.server_port}"
+
+    def set_health(self, *, disk_full: bool, unwritten_bytes: int) -> None:
+        """Whether the disk is full (then not healthy) and how much output waits to be written."""
+        self.disk_full.set(1 if disk_full else 0)
+        self.healthy.set(0 if disk_full else 1)
+        self.unwritten_bytes.set(unwritten_bytes)
 
     def update(
         self,

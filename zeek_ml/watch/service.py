@@ -1,10 +1,19 @@
 """``zeek-ml watch``: score a live Zeek conn.log (or Suricata eve.json) as it is written.
 
 One loop, one thread doing the work: read the whole lines available (across
-rotations), parse, score, append to the outputs, fsync them, then write the
-checkpoint. Watchdog (inotify) wakes the loop when the directory changes; a
-short poll covers file systems that send no events. SIGTERM/SIGINT drain and
-stop cleanly (exit 0); SIGHUP reopens the outputs after logrotate moved them.
+rotations), parse and score them in memory, append the batch to the outputs,
+and every ``--checkpoint-interval`` fsync the outputs, then write the
+checkpoint. The checkpoint only ever records what was durably written: after
+any failure (a malformed value in ``--strict``, an exception, an I/O error) the
+watcher stops without writing one, and a restart scores those lines again
+(exactly once: see :mod:`zeek_ml.watch.durable`). A full disk (outputs or
+checkpoint) is not a failure: the watcher stops reading, keeps the batch it
+could not write, retries with a backoff, and resumes at the exact byte where
+the output ends once space is freed; it logs it and shows it in the metrics.
+Watchdog (inotify) wakes the loop when the directory changes; a short poll
+covers file systems that send no events. SIGTERM/SIGINT drain and stop cleanly
+(exit 0); SIGHUP starts fresh outputs at once after logrotate moved them (moved
+or deleted outputs are noticed at the next write anyway).
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import contextlib
 import glob
 import json
 import os
+import re
+import secrets
 import signal
 import sys
 import threading
@@ -26,15 +37,69 @@ import pandas as pd
 
 from zeek_ml.pipeline import Scorer
 from zeek_ml.sinks import EnrichedSink, build_notice_sink, enriched_fields, match_sensor
-from zeek_ml.watch.durable import AppendLog, read_json, write_json_atomic
+from zeek_ml.watch.durable import AppendLog, is_disk_full, read_json, write_json_atomic
 from zeek_ml.watch.tail import LogFollower, Segment
-from zeek_ml.zeeklog.reader import ReadStats, RejectLog, _Context, make_parser, sniff_format
+from zeek_ml.zeeklog.reader import MalformedLineError, ReadStats, RejectLog, _Context, make_parser, sniff_format
 from zeek_ml.zeeklog.writer import ZeekLogWriter, zeek_time_string
 
 CHECKPOINT_VERSION = 1
 
 LIVE_NAMES = ("conn.log", "eve.json")
 """What to follow in a directory: Zeek's live conn.log, else Suricata's eve.json."""
+
+DISK_FULL_BACKOFF = (0.25, 5.0)
+"""Seconds between tries to write while the disk is full: the first, doubling up to the last."""
+
+DISK_FULL_REMINDER = 60.0
+"""While the disk stays full, say so again this often (seconds)."""
+
+CRASH_ENV = "ZEEK_ML_WATCH_CRASH_AT"
+"""Fault injection for the tests: ``POINT:N`` (``POINT:N:raise``) makes the watcher kill itself with
+SIGKILL (raise an exception) the N-th time it reaches POINT; see :class:`CrashPoints`."""
+
+
+class BatchFailed(Exception):
+    """Scoring a batch failed: nothing of it is checkpointed, a restart scores it again."""
+
+    def __init__(self, where: str, error: BaseException):
+        super().__init__(
+            f"scoring {where} failed ({type(error).__name__}: {error}); the checkpoint stays before "
+            "these lines: a restart scores them again"
+        )
+
+
+class CrashPoints:
+    """Named points of the watcher's life where a test may kill it (``ZEEK_ML_WATCH_CRASH_AT``).
+
+    ``batch_read`` (lines read, nothing scored), ``batch_scored`` (scored in memory),
+    ``output_torn`` (half of a batch's output written), ``batch_written``, ``synced`` (outputs
+    fsync'ed, no checkpoint yet), ``checkpoint_write`` (the checkpoint's temporary file half
+    written, not renamed), ``checkpointed``, ``rotation`` (the follower finishing or opening a
+    file), ``output_switched`` (an output moved or deleted under us, its new file opened).
+    Unset, every call is a no-op.
+    """
+
+    def __init__(self, spec: str | None):
+        self.point: str | None = None
+        self.at = 1
+        self.mode = "kill"
+        self.hits = 0
+        if spec:
+            name, _, rest = spec.partition(":")
+            count, _, mode = rest.partition(":")
+            self.point, self.at, self.mode = name, int(count or 1), mode or "kill"
+
+    def __call__(self, point: str, before: Callable[[], Any] | None = None) -> None:
+        if point != self.point:
+            return
+        self.hits += 1
+        if self.hits != self.at:
+            return
+        if before is not None:
+            before()
+        if self.mode == "raise":
+            raise RuntimeError(f"fault injected at {point} ({CRASH_ENV})")
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -112,7 +177,15 @@ class Watcher:
         self.wake = threading.Event()
         self.reopen_requested = False
         self.stats = ReadStats()
-        self.counts = {"notices": 0, "scored": 0, "batches": 0, "missed_files": 0, "replayed_lines_skipped": 0}
+        self.counts = {
+            "notices": 0,
+            "scored": 0,
+            "batches": 0,
+            "missed_files": 0,
+            "replayed_lines_skipped": 0,
+            "disk_full_episodes": 0,
+            "output_switches": 0,
+        }
         self.metrics: Any = None
         self.checkpoint_path = options.checkpoint or f"{options.notice_out}.checkpoint.json"
         self._observer: Any = None
@@ -120,6 +193,11 @@ class Watcher:
         self.run_ended = False
         self._dirty = False
         self._last_commit = time.monotonic()
+        self.outputs: dict[str, AppendLog] = {}
+        self.crash = CrashPoints(os.environ.get(CRASH_ENV))
+        self.disk_full_since: float | None = None
+        self._disk_full_said = 0.0
+        self._disk_full_tries = 0
 
     # ------------------------------------------------------------------ setup
     def _resolve_format(self, live: str) -> None:
@@ -143,8 +221,9 @@ class Watcher:
 
     def _open_outputs(self) -> None:
         o = self.opts
-        self.outputs: dict[str, AppendLog] = {}
+        self.outputs = {}
         self.scorer = Scorer(self.model, o.threshold)
+        on_event = self._on_output_event
 
         def live_writer(name: str) -> Callable[[str, Any], ZeekLogWriter]:
             fmt = "json" if o.fmt == "eve" else o.fmt  # --all has no eve form: JSON lines
@@ -155,6 +234,7 @@ class Watcher:
                     self._output_path(name),
                     header=probe.header_bytes(),
                     trailer=_close_line if fmt == "tsv" else b"",
+                    on_event=on_event,
                 )
                 self._register(name, out)
                 return ZeekLogWriter(out, zeek_path, fields, fmt=fmt, json_ts=o.json_ts, header=False, close_line=False)
@@ -164,7 +244,7 @@ class Watcher:
         if o.fmt == "eve":  # Suricata-style alert events (no header, no #close)
             from zeek_ml.suricata import EveAlertSink
 
-            alerts = AppendLog(o.notice_out)
+            alerts = AppendLog(o.notice_out, on_event=on_event)
             self._register("notice", alerts)
             self.sinks: dict[str, Any] = {"notice": EveAlertSink(alerts, **o.notice_options)}
         else:
@@ -177,13 +257,14 @@ class Watcher:
         if o.verdicts_out:
             from zeek_ml.verdicts import verdict_file_header, verdict_file_sink
 
-            verdict_file = AppendLog(o.verdicts_out, header=verdict_file_header())  # no #close: Zeek follows it
+            # no #close: Zeek follows it
+            verdict_file = AppendLog(o.verdicts_out, header=verdict_file_header(), on_event=on_event)
             self._register("verdicts", verdict_file)
             # The same notices as the notice log (incidents by default), as lines Zeek turns into NOTICEs.
             self.sinks["verdicts"] = verdict_file_sink(verdict_file, **o.notice_options)
         rejects_target = None
         if o.rejects_out:
-            rejects_target = AppendLog(o.rejects_out)
+            rejects_target = AppendLog(o.rejects_out, on_event=on_event)
             self._register("rejects", rejects_target)
         self.rejects = RejectLog(strict=o.strict, target=rejects_target)
         self.ctx = _Context(self.rejects, self.stats, o.batch_bytes, True, None)
@@ -204,19 +285,31 @@ class Watcher:
         return make_parser(path, first_bytes, self.ctx)
 
     def _on_follower_event(self, kind: str, info: dict[str, Any]) -> None:
-        level = "warning" if kind in ("file_missing", "file_truncated") else "info"
+        level = "warning" if kind in ("file_missing", "file_truncated", "file_corrupt") else "info"
         if kind == "file_missing":
             self.counts["missed_files"] += 1
         self.log(kind, info, level)
+        if kind in ("file_done", "file_open"):
+            self.crash("rotation")
+
+    def _on_output_event(self, kind: str, info: dict[str, Any]) -> None:
+        self.counts["output_switches"] += 1
+        self.log(kind, info, "warning")
+        if self.metrics is not None:
+            self.metrics.output_switches.inc()
+        self.crash("output_switched")
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
+        """Follow, score and write until stopped; 0 on a clean stop (errors are raised, see the module)."""
         o = self.opts
         live = self._wait_for_path()
         if live is None:
             return 0
         self._resolve_format(live)
-        self._open_outputs()
+        self._start_metrics()
+        self._remove_stale_temps()
+        self._durably(self._open_outputs_once)
         self.follower = LogFollower(
             live,
             self._make_parser,
@@ -225,15 +318,35 @@ class Watcher:
             from_end=o.from_end,
             on_event=self._on_follower_event,
         )
-        self._restore()
-        self._start_metrics()
-        self._start_events(os.path.dirname(live))
-        self.log("started", {"file": live, "checkpoint": self.checkpoint_path, "notice_log": o.notice_out})
+        clean = False
         try:
+            self._restore()
+            self._start_events(os.path.dirname(live))
+            self.log("started", {"file": live, "checkpoint": self.checkpoint_path, "notice_log": o.notice_out})
             self._loop()
+            self._finish()
+            clean = True
         finally:
-            self._shutdown()
+            self._close(clean)
         return 0
+
+    def _open_outputs_once(self) -> None:
+        try:
+            self._open_outputs()
+        except BaseException:
+            for out in self.outputs.values():
+                out.close()
+            raise
+
+    def _remove_stale_temps(self) -> None:
+        """Temporary checkpoint files a kill left behind (never links' targets: unlink removes the link)."""
+        directory, name = os.path.split(os.path.abspath(self.checkpoint_path))
+        pattern = re.compile(r"\." + re.escape(name) + r"(\.[0-9a-f]+)?\.tmp")  # ours, and older versions'
+        with contextlib.suppress(OSError), os.scandir(directory) as entries:
+            for entry in entries:
+                if pattern.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     def _wait_for_path(self) -> str | None:
         path = self.opts.path
@@ -255,7 +368,8 @@ class Watcher:
         if saved is None:
             self.log("checkpoint", {"message": f"no checkpoint at {self.checkpoint_path}: starting fresh"})
             self.follower.restore(None)
-            self._checkpoint()
+            self.replaying = False
+            self._commit()  # names the live file before a line is scored (retried while the disk is full)
             return
         if saved.get("version") != CHECKPOINT_VERSION:
             raise ValueError(
@@ -321,41 +435,73 @@ class Watcher:
 
     # ------------------------------------------------------------------ one batch
     def _process(self, segments: list[Segment]) -> None:
+        """Score a batch in memory, write it (waiting out a full disk), checkpoint when due."""
         started = time.perf_counter()
-        frames: list[pd.DataFrame] = []
-        for seg in segments:
-            frames.extend(f for f in seg.file.parser.feed(seg.data, seg.first_line, seg.final) if len(f))
+        self.crash("batch_read")
         newest = np.nan
-        for frame in frames:
-            verdicts = self.scorer(frame)
-            self.counts["scored"] += len(frame)
-            for name, sink in self.sinks.items():
-                written = sink.write(verdicts)
-                if name == "notice":
-                    self.counts["notices"] += written
-            if self.metrics is not None:  # lag: the end of the newest connection scored
-                ends = frame["ts"].to_numpy(dtype=float, na_value=np.nan) + frame["duration"].to_numpy(
-                    dtype=float, na_value=0.0
-                )
-                if len(ends) and not np.all(np.isnan(ends)):
-                    newest = np.nanmax([newest, np.nanmax(ends)])
+        try:
+            frames: list[pd.DataFrame] = []
+            for seg in segments:
+                frames.extend(f for f in seg.file.parser.feed(seg.data, seg.first_line, seg.final) if len(f))
+            for frame in frames:
+                verdicts = self.scorer(frame)
+                self.counts["scored"] += len(frame)
+                for name, sink in self.sinks.items():
+                    written = sink.write(verdicts)
+                    if name == "notice":
+                        self.counts["notices"] += written
+                if self.metrics is not None:  # lag: the end of the newest connection scored
+                    ends = frame["ts"].to_numpy(dtype=float, na_value=np.nan) + frame["duration"].to_numpy(
+                        dtype=float, na_value=0.0
+                    )
+                    if len(ends) and not np.all(np.isnan(ends)):
+                        newest = np.nanmax([newest, np.nanmax(ends)])
+            self.crash("batch_scored")
+        except (MalformedLineError, OSError):
+            raise  # --strict (exit 4), an unreadable file (one line naming it): no checkpoint either way
+        except Exception as e:
+            raise BatchFailed(_where(segments), e) from e
+        self._durably(self._write_outputs)
+        self.crash("batch_written")
         self._dirty = True
-        if time.monotonic() - self._last_commit >= self.opts.checkpoint_interval:
-            self._commit()
+        switched = any(out.switched for out in self.outputs.values())
+        if switched or time.monotonic() - self._last_commit >= self.opts.checkpoint_interval:
+            self._commit()  # at once after an output was replaced: the checkpoint names the new file
         self.counts["batches"] += 1
         self._observe(time.perf_counter() - started, newest)
 
+    def _write_outputs(self) -> None:
+        self.crash("output_torn", before=self._write_half)
+        for out in self.outputs.values():
+            out.drain()
+
+    def _write_half(self) -> None:
+        """For the ``output_torn`` crash point: half of the biggest pending output, cut mid-line."""
+        out = max(self.outputs.values(), key=lambda o: len(o.unwritten))
+        os.write(out.fd, bytes(out.unwritten[: max(1, len(out.unwritten) // 2)]))
+
     def _commit(self) -> None:
         """Make the outputs durable, then record how far we got. A kill between the two is
-        safe: the replay finds the lines written since the last checkpoint and skips them."""
-        for out in self.outputs.values():
-            out.sync()
-        self._checkpoint()
+        safe: the replay finds the lines written since the last checkpoint and skips them.
+        A full disk (outputs or checkpoint) is waited out; nothing is read meanwhile."""
+        self._durably(self._sync_and_checkpoint)
         self._dirty = False
         self._last_commit = time.monotonic()
+        for out in self.outputs.values():
+            out.switched = False
 
-    def _checkpoint(self) -> None:
-        state = {
+    def _sync_and_checkpoint(self) -> None:
+        for out in self.outputs.values():
+            out.drain()
+            out.sync()
+        self.crash("synced")
+        self._checkpoint()
+        self.crash("checkpointed")
+        if self.metrics is not None:
+            self.metrics.checkpoint_time.set(time.time())
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {
             "version": CHECKPOINT_VERSION,
             "written": time.time(),
             "input": self.follower.state(),
@@ -365,43 +511,141 @@ class Watcher:
             "model": {"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256},
             "counts": {**self.counts, "records": self.stats.records, "rejected": self.stats.rejected},
         }
+
+    def _checkpoint(self) -> None:
+        state = self._checkpoint_state()
+        self.crash("checkpoint_write", before=lambda: self._half_written_checkpoint(state))
         write_json_atomic(self.checkpoint_path, state)
 
+    def _half_written_checkpoint(self, state: dict[str, Any]) -> None:
+        """For the ``checkpoint_write`` crash point: what a kill inside the atomic write leaves."""
+        directory, name = os.path.split(os.path.abspath(self.checkpoint_path))
+        payload = json.dumps(state, separators=(",", ":"), sort_keys=True).encode()
+        with open(os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp"), "xb") as f:
+            f.write(payload[: len(payload) // 2])
+
+    # ------------------------------------------------------------------ disk full
+    def _durably(self, action: Callable[[], None]) -> None:
+        """Run ``action`` (writes); while the disk is full, wait and try again with a backoff.
+
+        Any other error is raised. A stop request while the disk is full ends the wait with an
+        error: what could not be written is not checkpointed, so a restart writes it.
+        """
+        delay = DISK_FULL_BACKOFF[0]
+        while True:
+            try:
+                action()
+            except OSError as e:
+                if not is_disk_full(e):
+                    raise
+                self._disk_full(e)
+                if self.stop_requested.wait(delay):
+                    unwritten = sum(len(out.unwritten) for out in self.outputs.values())
+                    raise OSError(
+                        e.errno,
+                        f"{e.strerror}; stopped with {unwritten} bytes of output not written: the checkpoint "
+                        "stays before them, a restart scores those lines again",
+                        e.filename,
+                    ) from e
+                delay = min(delay * 2, DISK_FULL_BACKOFF[1])
+                continue
+            if self.disk_full_since is not None:
+                self._disk_ok()
+            return
+
+    def _disk_full(self, e: OSError) -> None:
+        now = time.monotonic()
+        unwritten = sum(len(out.unwritten) for out in self.outputs.values())
+        self._disk_full_tries += 1
+        if self.disk_full_since is None:
+            self.disk_full_since = self._disk_full_said = now
+            self._disk_full_tries = 1
+            self.counts["disk_full_episodes"] += 1
+            if self.metrics is not None:
+                self.metrics.disk_full_episodes.inc()
+            self.log(
+                "disk_full",
+                {
+                    "file": e.filename,
+                    "message": f"{e.strerror}: not reading on until it can be written; retrying every "
+                    f"{DISK_FULL_BACKOFF[0]:g} to {DISK_FULL_BACKOFF[1]:g} s, nothing is lost",
+                    "unwritten_bytes": unwritten,
+                },
+                "error",
+            )
+        elif now - self._disk_full_said >= DISK_FULL_REMINDER:
+            self._disk_full_said = now
+            self.log(
+                "disk_full",
+                {
+                    "file": e.filename,
+                    "message": f"still {e.strerror} after {now - self.disk_full_since:.0f} s",
+                    "unwritten_bytes": unwritten,
+                },
+                "error",
+            )
+        if self.metrics is not None:
+            self.metrics.set_health(disk_full=True, unwritten_bytes=unwritten)
+            with contextlib.suppress(Exception):
+                self.metrics.lag_bytes.set(self.follower.lag_bytes())
+
+    def _disk_ok(self) -> None:
+        assert self.disk_full_since is not None
+        waited = time.monotonic() - self.disk_full_since
+        self.disk_full_since = None
+        self.log(
+            "disk_ok",
+            {
+                "message": f"written after {waited:.1f} s ({self._disk_full_tries} tries): reading on",
+                "seconds": round(waited, 3),
+            },
+        )
+        if self.metrics is not None:
+            self.metrics.set_health(disk_full=False, unwritten_bytes=0)
+
+    # ------------------------------------------------------------------ reopen, stop
     def _reopen(self) -> None:
         self.reopen_requested = False
         if self._dirty:
             self._commit()
-        for out in self.outputs.values():
-            out.reopen()
-        self._checkpoint()
-        self.log("reopened", {"message": "outputs reopened (SIGHUP)", "files": ",".join(self.outputs)})
 
-    def _shutdown(self) -> None:
+        def reopen_all() -> None:
+            for out in self.outputs.values():
+                out.reopen()
+
+        self._durably(reopen_all)
+        self._commit()
+        self.log("reopened", {"message": "outputs checked (SIGHUP)", "files": ",".join(self.outputs)})
+
+    def _finish(self) -> None:
+        """A clean stop: SIGTERM keeps open incidents in the checkpoint for the next start; the end
+        of a catch-up run (--exit-when-idle) writes them, as offline scoring does at its end."""
+        for name in ("notice", "verdicts"):
+            if name in self.sinks:
+                self.sinks[name].close(final=self.run_ended)
+        self._commit()
+
+    def _close(self, clean: bool) -> None:
+        """Let go of files and threads. After a failure nothing is written: no checkpoint past it."""
         if self._observer is not None:
             with contextlib.suppress(Exception):
                 self._observer.stop()
                 self._observer.join(timeout=2)
-        # A stop (SIGTERM) keeps open incidents in the checkpoint for the next start; the end of a
-        # catch-up run (--exit-when-idle) writes them, as offline scoring does at its end.
-        for name in ("notice", "verdicts"):
-            if name in self.sinks:
-                self.sinks[name].close(final=self.run_ended)
         for out in self.outputs.values():
-            out.sync()
+            with contextlib.suppress(OSError):
+                out.close()
         with contextlib.suppress(Exception):
-            self._checkpoint()
-        for out in self.outputs.values():
-            out.close()
-        self.follower.close()
-        self.log(
-            "stopped",
-            {
-                "records": self.stats.records,
-                "rejected": self.stats.rejected,
-                "scored": self.counts["scored"],
-                "notices": self.counts["notices"],
-            },
-        )
+            self.follower.close()
+        if clean:
+            self.log(
+                "stopped",
+                {
+                    "records": self.stats.records,
+                    "rejected": self.stats.rejected,
+                    "scored": self.counts["scored"],
+                    "notices": self.counts["notices"],
+                },
+            )
 
     # ------------------------------------------------------------------ signals, events, metrics
     def install_signals(self) -> None:
@@ -453,6 +697,7 @@ class Watcher:
         from zeek_ml.watch.metrics import WatchMetrics
 
         self.metrics = WatchMetrics(self.opts.metrics)
+        self.metrics.set_health(disk_full=False, unwritten_bytes=0)
         self.log("metrics", {"message": f"Prometheus metrics on http://{self.metrics.address}/metrics"})
 
     def _observe(self, seconds: float, newest_end: float) -> None:
@@ -467,6 +712,16 @@ class Watcher:
             lag_bytes=self.follower.lag_bytes(),
             batch_seconds=seconds,
         )
+
+
+def _where(segments: list[Segment]) -> str:
+    """``FILE lines A-B`` for the lines of a batch (for an error message)."""
+    spans: dict[str, list[int]] = {}
+    for seg in segments:
+        last = seg.first_line + max(0, seg.data.count(b"\n") - (1 if seg.data.endswith(b"\n") else 0))
+        span = spans.setdefault(seg.file.path, [seg.first_line, last])
+        span[0], span[1] = min(span[0], seg.first_line), max(span[1], last)
+    return ", ".join(f"{path} lines {a}-{b}" for path, (a, b) in spans.items()) or "a batch"
 
 
 def _close_line() -> bytes:

@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import os
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
@@ -65,6 +66,8 @@ class TrackedFile:
     header: dict[str, Any] | None = None
     """The TSV header in force (the parser's state), for a resume mid-file."""
     compressed: bool = False
+    corrupt: bool = field(default=False, repr=False)
+    """A gzip that broke off: what was readable is read, the rest is skipped."""
     handle: IO[bytes] | None = field(default=None, repr=False)
     partial: bytes = field(default=b"", repr=False)
     parser: Any = field(default=None, repr=False)
@@ -74,11 +77,15 @@ class TrackedFile:
         return {k: getattr(self, k) for k in keep}
 
 
+GZIP_ERRORS = (EOFError, OSError, zlib.error)
+"""What reading a corrupt or truncated gzip raises (``BadGzipFile`` is an ``OSError``)."""
+
+
 def _head(path: str, n: int = FINGERPRINT_BYTES) -> bytes:
     try:
         with _open_binary(path) as f:
             return f.read(n)
-    except (OSError, EOFError):
+    except GZIP_ERRORS:
         return b""
 
 
@@ -174,24 +181,31 @@ class LogFollower:
                 cur.header = asdict(cur.parser.header)
         return {
             "live": self.live,
+            "started": self.started,
             "current": cur.saved() if cur is not None else None,
             "last_open_key": self.last_open_key,
             "finished": self.finished[-FINISHED_KEPT:],
         }
 
     def restore(self, state: dict[str, Any] | None) -> None:
-        """Resume from a checkpoint: reopen the file it names (wherever it went) at its offset."""
-        self.started = True
+        """Resume from a checkpoint: reopen the file it names (wherever it went) at its offset.
+
+        Without one (a first start), the rotated files already there are history, not read;
+        the live file is opened at once (at its end with ``from_end``), so the first checkpoint
+        names it, and a restart before anything was scored still knows where the stream began:
+        every file rotated since is caught up, none is taken for history.
+        """
+        if state and "started" not in state and not state.get("current") and state.get("last_open_key") is None:
+            state = None  # a first-start checkpoint of an older version: it recorded nothing more
         if not state:
-            self.started = False
+            self._first_start()
             return
+        self.started = bool(state.get("started", True))
         self.last_open_key = state.get("last_open_key")
         self.finished = list(state.get("finished", []))
         saved = state.get("current")
         if not saved or not saved.get("fp_len"):
-            # Nothing of it was read: go on with what comes next, or start afresh.
-            self.started = self.last_open_key is not None
-            return
+            return  # nothing of it was read: go on with what comes next
         path = self._find(saved)
         if path is None:
             self.on_event(
@@ -215,6 +229,21 @@ class LogFollower:
         self.current = cur
         if path != saved["path"]:
             self.on_event("file_resumed", {"file": path, "was": saved["path"], "offset": cur.offset})
+
+    def _first_start(self) -> None:
+        """Mark the rotated files already there as read (history), then open the live file."""
+        history: list[tuple[float, str]] = []
+        for path in self._rotated_files():
+            head = _head(path)
+            if head:
+                history.append((open_key(path, head), _hash(head)))
+        if history:
+            newest = max(key for key, _ in history)
+            self.last_open_key = newest
+            self.finished.extend(h for key, h in history if key == newest)
+            del self.finished[:-FINISHED_KEPT]
+        self.started = True
+        self._open_next(first=True)
 
     # ------------------------------------------------------------------ reading
     def read(self) -> list[Segment]:
@@ -271,7 +300,7 @@ class LogFollower:
             size = os.fstat(handle.fileno()).st_size
             if size < cur.offset + len(cur.partial) or not self._same_start(cur):
                 self._truncated(cur, size)
-        chunk = handle.read(budget)
+        chunk = self._read_chunk(cur, budget)
         buf = cur.partial + chunk
         if not buf:
             return None
@@ -290,13 +319,54 @@ class LogFollower:
         cur.offset += len(data)
         cur.line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
         self._refresh_fingerprint(cur)
+        if not data.endswith(b"\n"):
+            data += b"\n"  # a last line cut short goes to the parser as a whole line (to be judged)
         return Segment(cur, data, first_line, final and not cur.partial)
+
+    def _read_chunk(self, cur: TrackedFile, budget: int) -> bytes:
+        """Up to ``budget`` bytes; of a gzip, what decompresses before a corruption (reported once)."""
+        handle = cur.handle
+        assert handle is not None
+        if not cur.compressed:
+            return handle.read(budget)
+        if cur.corrupt:
+            return b""
+        parts: list[bytes] = []
+        got = 0
+        try:
+            while got < budget:
+                part = handle.read1(min(budget - got, 1 << 16))  # type: ignore[attr-defined]
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+        except GZIP_ERRORS as e:
+            self._corrupt(cur, cur.offset + len(cur.partial) + got, e)
+        return b"".join(parts)
+
+    def _corrupt(self, cur: TrackedFile, offset: int, error: BaseException) -> None:
+        cur.corrupt = True
+        self.on_event(
+            "file_corrupt",
+            {
+                "file": cur.path,
+                "offset": offset,
+                "message": f"{cur.path}: the gzip breaks off after {offset} uncompressed bytes "
+                f"({type(error).__name__}: {error}): what came before is scored, the rest cannot be read",
+            },
+        )
 
     def _at_eof(self, cur: TrackedFile) -> bool:
         handle = cur.handle
         assert handle is not None
         if cur.compressed:
-            return handle.peek(1) == b"" if hasattr(handle, "peek") else True  # type: ignore[attr-defined]
+            if cur.corrupt:
+                return True
+            try:
+                return handle.peek(1) == b"" if hasattr(handle, "peek") else True  # type: ignore[attr-defined]
+            except GZIP_ERRORS as e:
+                self._corrupt(cur, cur.offset + len(cur.partial), e)
+                return True
         return os.fstat(handle.fileno()).st_size <= cur.offset
 
     def _same_start(self, cur: TrackedFile) -> bool:
@@ -348,9 +418,9 @@ class LogFollower:
             del self.finished[:-FINISHED_KEPT]
         self.last_open_key = key if self.last_open_key is None else max(self.last_open_key, key)
 
-    def _open_next(self) -> bool:
+    def _open_next(self, first: bool = False) -> bool:
         """Open the next file of the stream: a rotated file not read yet, else the live file."""
-        nxt = self._next_rotated() if self.started else None
+        nxt = None if first else self._next_rotated()
         if nxt is None:
             try:
                 st = os.stat(self.live)
@@ -363,11 +433,13 @@ class LogFollower:
                 return False
             nxt = (self.live, st, head)
         path, st, head = nxt
+        # Known by its first bytes from the start (the header, with its #open time), so that a
+        # checkpoint taken before any line of it was read still finds it after a rotation.
         cur = TrackedFile(path=path, dev=st.st_dev, ino=st.st_ino, open_key=open_key(path, head))
+        cur.fp_len, cur.fp_hash = len(head), _hash(head)
         self._attach(cur, skip=0)
-        if not self.started and self.from_end and path == self.live:
+        if first and self.from_end and path == self.live:
             self._skip_to_end(cur)
-        self.started = True
         self.current = cur
         self.on_event("file_open", {"file": path, "offset": cur.offset})
         return True
@@ -426,11 +498,14 @@ class LogFollower:
         if skip:
             if compressed:
                 left = skip
-                while left:
-                    got = handle.read(min(left, 1 << 20))
-                    if not got:
-                        break
-                    left -= len(got)
+                try:
+                    while left:
+                        got = handle.read(min(left, 1 << 20))
+                        if not got:
+                            break
+                        left -= len(got)
+                except GZIP_ERRORS as e:
+                    self._corrupt(cur, skip - left, e)
             else:
                 handle.seek(skip)
         self._refresh_fingerprint(cur)
