@@ -18,11 +18,20 @@ anchor + interval; then it closes and its one notice is written (``n`` = connect
 and the ``uid`` of the top-scoring connection). A later connection opens the next incident.
 Whether a connection joins depends only on the rows before it, never on batch boundaries,
 so offline scoring, live scoring and a restart from a checkpoint write the same notices.
+
+State is bounded: at most ``max_open`` incidents are open (when one more opens, the oldest, by
+first connection, is closed and its notice written first) and an incident remembers at most
+:data:`MAX_MEMBERS` distinct originators, responders and ports (a count beyond shows as
+``10,000+``). Data time is a :class:`~zeek_ml.temporal.StreamClock`, the same rule as the host
+context's: a ``ts`` more than a day from it is clamped to it and counted, and only rows that agree
+on a new time start a new epoch (one in the past closes every open incident first).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,14 +51,29 @@ from zeek_ml.notice import (
 )
 from zeek_ml.pipeline import Verdicts, plain
 from zeek_ml.site import LocalNets, directions, local_discovery, severities, severity, severity_rank
+from zeek_ml.temporal import TIME_SKEW, StreamClock, no_gc, ts_seconds
 
 if TYPE_CHECKING:
     from zeek_ml.calibrate import SiteProfile
     from zeek_ml.sinks import WriterFactory
 
-TIME_JUMP = 86400.0
-"""Seconds data time may go back before it counts as another capture (a conn's ts is its start,
-so a long connection logged late is a few hours behind at most)."""
+TIME_JUMP = TIME_SKEW
+"""Seconds a ``ts`` may lie from data time, ahead or behind, before it counts as a clock jump
+(see :class:`zeek_ml.temporal.StreamClock`)."""
+
+MAX_OPEN = 10_000
+"""Open incidents at most (``IncidentSink(max_open=...)``, else ``$ZEEK_ML_MAX_OPEN_INCIDENTS``, else
+this); when one more opens, the oldest is closed first."""
+
+MAX_OPEN_ENV = "ZEEK_ML_MAX_OPEN_INCIDENTS"
+
+MAX_TEXT = 256
+"""Characters of a text field of the top connection an incident keeps for its notice (``service``...)."""
+
+MAX_MEMBERS = 10_000
+"""Distinct originators, responders and ports one incident remembers, each (beyond: shown as ``N+``)."""
+
+_MEMBER_SETS = ("srcs", "dsts", "ports")
 
 
 @dataclass
@@ -201,6 +225,47 @@ class Incident:
     """Baseline patterns matched by the others."""
     uids: list[str] | None = None
     """Every member's uid, only when the sink tracks them (measurements; not checkpointed)."""
+    capped: set[str] = field(default_factory=set)
+    """Which of ``srcs``, ``dsts``, ``ports`` saw more than :data:`MAX_MEMBERS` distinct values."""
+    serial: int = field(default=0, repr=False, compare=False)
+    """Tells this incident from an earlier one of the same key (the sink's heap of open incidents)."""
+    best: int = field(default=-1, repr=False, compare=False)
+    """Candidate row of the batch being written whose score is the top score (its details come at the end)."""
+
+    def add(self, name: str, value: str) -> None:
+        """Remember ``value`` in the set ``name`` (``srcs``, ``dsts``, ``ports``) unless it is full.
+
+        Its size is then min(distinct values seen, MAX_MEMBERS) and ``capped`` says whether more were
+        seen, whatever the order they came in (the same in any batching).
+        """
+        members = getattr(self, name)
+        if value in members:
+            return
+        if len(members) >= MAX_MEMBERS:
+            self.capped.add(name)
+            return
+        members.add(value)
+
+    def count(self, name: str) -> str:
+        """The size of ``name`` in words: ``10,000+`` once it is capped."""
+        return f"{len(getattr(self, name)):,}" + ("+" if name in self.capped else "")
+
+    def merge(self, rec: Incident, t: float) -> None:
+        """Fold in ``rec``, connections held apart (their time was in doubt), as if they started at ``t``."""
+        self.n += rec.n
+        if rec.uids:
+            self.uids = [*(self.uids or []), *rec.uids]
+        self.first_ts, self.last_ts = min(self.first_ts, t), max(self.last_ts, t)
+        if rec.top_score > self.top_score:
+            self.top_score, self.rep, self.why, self.reasons = rec.top_score, rec.rep, rec.why, rec.reasons
+            self.best = -1
+        self.threshold = min(self.threshold, rec.threshold)
+        for name in _MEMBER_SETS:
+            for value in sorted(getattr(rec, name)):
+                self.add(name, value)
+        self.capped |= rec.capped
+        self.unexplained += rec.unexplained
+        self.patterns |= rec.patterns
 
     def as_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("key", "direction", "family", "by", "anchor", "first_ts", "last_ts")}
@@ -217,6 +282,8 @@ class Incident:
             unexplained=self.unexplained,
             patterns=sorted(self.patterns),
         )
+        if self.capped:
+            out["capped"] = sorted(self.capped)
         return out
 
     @classmethod
@@ -226,6 +293,7 @@ class Incident:
         inc.rep, inc.reasons, inc.why = dict(d["rep"]), d.get("reasons"), str(d.get("why") or "")
         inc.srcs, inc.dsts, inc.ports = set(d["srcs"]), set(d["dsts"]), set(d["ports"])
         inc.unexplained, inc.patterns = int(d["unexplained"]), set(d["patterns"])
+        inc.capped = set(d.get("capped") or ()) & set(_MEMBER_SETS)
         return inc
 
     @property
@@ -238,25 +306,272 @@ def _texts(values: pd.Series) -> np.ndarray:
     return values.astype(object).where(values.notna(), "-").astype(str).to_numpy()
 
 
+def max_open_incidents() -> int:
+    """The cap on open incidents: ``$ZEEK_ML_MAX_OPEN_INCIDENTS`` if set, else :data:`MAX_OPEN`."""
+    text = os.environ.get(MAX_OPEN_ENV, "").strip()
+    if not text:
+        return MAX_OPEN
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{MAX_OPEN_ENV}={text!r}: must be a whole number of incidents, 1 or more")
+    return value
+
+
+def _short(value: Any) -> Any:
+    """A representative connection's field as kept for its notice: long text cut at :data:`MAX_TEXT`."""
+    value = plain(value)
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return value[: MAX_TEXT - 1] + "…"
+    return value
+
+
+class _Batch:
+    """One batch of verdicts through an :class:`IncidentSink`.
+
+    First each row's time (the sink's :class:`~zeek_ml.temporal.StreamClock`), then the flagged
+    rows join their incidents one by one in log order, so that which incident a row joins, which
+    incidents the caps close and when, never depends on where a batch ends. Positions are rows
+    of this batch: an incident closed at row ``p`` is written after the rows before ``p``, in
+    (position, anchor, key) order.
+    """
+
+    def __init__(self, sink: IncidentSink, verdicts: Verdicts, cand: Candidates, raw: np.ndarray):
+        self.sink = sink
+        self.verdicts = verdicts
+        self.cand = cand
+        self.raw = raw
+        m = len(cand.idx)
+        conns = verdicts.conns.iloc[cand.idx]
+        self.conns = conns
+        self.orig = _texts(conns["id.orig_h"]) if m else np.array([], dtype=object)
+        self.resp = _texts(conns["id.resp_h"]) if m else np.array([], dtype=object)
+        self.ports = (_texts(conns["id.resp_p"]) + "/" + _texts(conns["proto"])) if m else np.array([], dtype=object)
+        self.family = cand.family if cand.family is not None else np.full(m, "", dtype=object)
+        self.by_dst = cand.direction == "inbound"
+        host = np.where(self.by_dst, self.resp, self.orig)
+        prefix = np.where(self.by_dst, "dst=", "src=")
+        self.keys = (pd.Series(cand.direction, dtype=object) + "|" + self.family + "|" + prefix + host).to_numpy()
+        self.scores = np.asarray(verdicts.scores, dtype=float)[cand.idx]
+        self.uids = conns["uid"].astype(str).tolist() if sink.track_uids and "uid" in conns else None
+        self.closing: list[tuple[int, float, str, Incident]] = []
+        self.last_row: dict[str, int] = {}
+        """key -> last row of this batch its open incident took (it closes no earlier)."""
+        self.touched: list[Incident] = []
+        self.seg = (0, len(raw))
+        """Rows of the current epoch in this batch: data time is monotone within it."""
+        self.epochs: list[int] = []
+        self.wm = np.empty(0)
+        sink.connections += m
+
+    # ------------------------------------------------------------------ time
+    def _times(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[tuple]]:
+        """Each row's time, data time after it, which rows are held (clamped, maybe a new epoch), events."""
+        clock, raw = self.sink.time, self.raw
+        if clock.sane(raw):
+            wm = np.maximum.accumulate(np.concatenate([[clock.clock], np.where(np.isnan(raw), -np.inf, raw)]))[1:]
+            clock.advance(raw)
+            return raw, wm, None, []
+        n = len(raw)
+        cand_of_row = np.full(n, -1, dtype=np.int64)
+        cand_of_row[self.cand.idx] = np.arange(len(self.cand.idx))
+        conns = self.verdicts.conns
+        uids = conns["uid"].astype(object).where(conns["uid"].notna(), "").tolist() if "uid" in conns else [""] * n
+        times, wm, held = np.empty(n), np.empty(n), np.zeros(n, dtype=bool)
+        events: list[tuple] = []
+        for p in range(n):
+            before = clock.clock
+            j = int(cand_of_row[p])
+            step = clock.step(float(raw[p]), j if j >= 0 else None, str(uids[p]))
+            if step.resolved:
+                events.append((p, "resolved", step.resolved, before))
+            if step.replay is not None:
+                events.append((p, "epoch", step.replay, before))
+            times[p], held[p], wm[p] = step.time, step.clamped, clock.clock
+        return times, wm, held, events
+
+    def run(self) -> None:
+        times, self.wm, held, events = self._times()
+        self.epochs = [p for p, kind, *_ in events if kind == "epoch"] + [len(self.raw)]
+        self.seg = (0, self.epochs[0])
+        e = 0
+        for j, p in enumerate(self.cand.idx.tolist()):
+            while e < len(events) and events[e][0] <= p:
+                self._event(*events[e])
+                e += 1
+            if held is None or not held[p]:
+                self._join(j, float(times[p]), float(self.wm[p]), p)
+        for event in events[e:]:
+            self._event(*event)
+        self._sweep(float(self.wm[-1]))
+        clock = self.sink.time
+        clock.pending = [(t, self._record(p, t) if isinstance(p, int) else p) for t, p in clock.pending]
+        self._finish()
+
+    def _event(self, p: int, kind: str, rows: list[tuple[float, Any]], before: float) -> None:
+        if kind == "resolved":  # outliers: they join at the clock's time, as if they had started then
+            for _, payload in rows:
+                if payload is not None:
+                    self._take(payload, before, before, p)
+            return
+        # A new epoch: take the rows that started it in at their own time. Ahead of the clock,
+        # the open incidents close as data time passes them; behind it, they are closed first.
+        ahead = rows[0][0] > before
+        self._sweep(before)
+        if not ahead:
+            for inc in list(self.sink.open.values()):
+                self._close(inc, p)
+            self.sink._heap.clear()
+        self.seg = (p, self.epochs[self.epochs.index(p) + 1])
+        wm = before if ahead else -math.inf
+        for t, payload in rows:
+            wm = max(wm, t)
+            if payload is not None:
+                self._take(payload, t, wm, p)
+
+    def _take(self, payload: int | Incident, t: float, wm: float, pos: int) -> None:
+        if isinstance(payload, Incident):
+            self._absorb(payload, t, wm, pos)
+        else:
+            self._join(payload, t, wm, pos)
+
+    # ------------------------------------------------------------------ incidents
+    def _close(self, inc: Incident, pos: int) -> None:
+        self.closing.append((pos, inc.anchor, inc.key, inc))
+        del self.sink.open[inc.key]
+
+    def _sweep(self, wm: float) -> None:
+        """Close every incident whose interval data time ``wm`` has passed, at the row where it did."""
+        limit = wm - self.sink.interval
+        while (inc := self.sink._oldest()) is not None and inc.anchor < limit:
+            a, b = self.seg
+            pos = int(np.searchsorted(self.wm[a:b], inc.anchor + self.sink.interval, side="right")) + a
+            self._close(inc, max(pos, self.last_row.get(inc.key, -1)))
+
+    def _incident(self, key: str, direction: str, family: str, by_dst: bool, anchor: float, pos: int) -> Incident:
+        """The open incident of ``key``, opened now at ``anchor`` if there is none (the oldest makes room)."""
+        sink = self.sink
+        inc = sink.open.get(key)
+        if inc is None:
+            while len(sink.open) >= sink.max_open and (old := sink._oldest()) is not None:
+                self._close(old, pos)
+                sink.evicted += 1
+            inc = sink._new_incident(key, direction, family, by_dst, anchor)
+            sink._track(inc)
+            sink.incidents += 1
+        self.last_row[key] = pos
+        return inc
+
+    def _join(self, j: int, t: float, wm: float, pos: int) -> None:
+        """Flagged row ``j`` (of the candidates) joins its incident; ``t`` its time, ``wm`` data time."""
+        self._sweep(wm)
+        anchor = t if math.isfinite(t) else (wm if math.isfinite(wm) else 0.0)  # 0: no ts read yet at all
+        inc = self._incident(
+            str(self.keys[j]), str(self.cand.direction[j]), str(self.family[j]), bool(self.by_dst[j]), anchor, pos
+        )
+        inc.n += 1
+        if self.uids is not None:
+            inc.uids = inc.uids if inc.uids is not None else []
+            inc.uids.append(self.uids[j])
+        if math.isfinite(t):
+            inc.first_ts, inc.last_ts = min(inc.first_ts, t), max(inc.last_ts, t)
+        score = float(self.scores[j])
+        if score > inc.top_score:
+            inc.top_score = score
+            if inc.best < 0:
+                self.touched.append(inc)
+            inc.best = j
+        inc.threshold = min(inc.threshold, float(self.cand.threshold[j]))
+        inc.add("srcs", str(self.orig[j]))
+        inc.add("dsts", str(self.resp[j]))
+        inc.add("ports", str(self.ports[j]))
+        pattern = int(self.cand.pattern[j])
+        if pattern < 0:
+            inc.unexplained += 1
+        else:
+            inc.patterns.add(pattern)
+
+    def _absorb(self, rec: Incident, t: float, wm: float, pos: int) -> None:
+        """A held connection from an earlier batch (see :meth:`_record`) joins its incident at time ``t``."""
+        self._sweep(wm)
+        self._incident(rec.key, rec.direction, rec.family, rec.by == "dst", t, pos).merge(rec, t)
+
+    def _record(self, j: int, t: float) -> Incident:
+        """Candidate ``j`` as a one-connection incident, held across batches (its time is not known yet)."""
+        inc = Incident(key=str(self.keys[j]), direction=str(self.cand.direction[j]), family=str(self.family[j]),
+                       by="dst" if self.by_dst[j] else "src", anchor=t, first_ts=t, last_ts=t)  # fmt: skip
+        self._fill(inc, j)
+        if self.uids is not None:
+            inc.uids = [self.uids[j]]
+        return inc
+
+    def _fill(self, inc: Incident, j: int) -> None:
+        inc.n, inc.top_score = 1, float(self.scores[j])
+        inc.threshold = min(inc.threshold, float(self.cand.threshold[j]))
+        inc.srcs, inc.dsts, inc.ports = {str(self.orig[j])}, {str(self.resp[j])}, {str(self.ports[j])}
+        pattern = int(self.cand.pattern[j])
+        inc.unexplained, inc.patterns = int(pattern < 0), {pattern} if pattern >= 0 else set()
+        self._details(inc, j)
+
+    def _details(self, inc: Incident, j: int) -> None:
+        """The representative connection's fields and the reasons for its score."""
+        idx = int(self.cand.idx[j])
+        row = self.verdicts.conns.iloc[idx]
+        inc.rep = {f: _short(row.get(f)) for f in REP_FIELDS}
+        why = self.verdicts.why(np.array([idx]))
+        if why is not None:
+            inc.why = str(why[0][0] or "")
+            inc.reasons = [str(c) for c in why[1][0]]
+
+    def _finish(self) -> None:
+        """Details of each incident's top connection, once per batch (explanations cost a forward pass)."""
+        for inc in self.touched:
+            if inc.best >= 0:
+                self._details(inc, inc.best)
+                inc.best = -1
+
+    def closed(self) -> list[Incident]:
+        """The incidents closed in this batch, in the order their notices are written."""
+        return [c[3] for c in sorted(self.closing, key=lambda c: (c[0], c[1], c[2]))]
+
+
 class IncidentSink:
     """One notice per incident (see the module's docstring); the default notice sink.
 
-    ``state()``/``restore()`` carry the open incidents and the data-time watermark through a
+    ``state()``/``restore()`` carry the open incidents and the data-time clock through a
     checkpoint. ``close(final=True)`` writes the open incidents (end of an offline run);
     ``close(final=False)`` leaves them in ``state()`` for the next start (a live stop).
     """
 
     fields: tuple[tuple[str, str], ...] = NOTICE_LOG_FIELDS
+    VERSION = 2
+    """2 adds the stream clock (clamped rows, epochs) and the caps; a version 1 state still restores."""
 
-    def __init__(self, factory: WriterFactory, policy: NoticePolicy | None = None, *, track_uids: bool = False):
+    def __init__(
+        self,
+        factory: WriterFactory,
+        policy: NoticePolicy | None = None,
+        *,
+        track_uids: bool = False,
+        max_open: int | None = None,
+    ):
         self.writer = factory("notice", self.fields)
         self.policy = policy or NoticePolicy()
         self.track_uids = track_uids
         self.reported_uids: set[str] = set()
         """With ``track_uids``: the uids of every connection a written notice covers."""
         self.interval = float(self.policy.suppress_for)
+        self.max_open = max_open_incidents() if max_open is None else int(max_open)
+        if self.max_open < 1:
+            raise ValueError(f"at most {self.max_open} open incidents: must be 1 or more")
         self.open: dict[str, Incident] = {}
-        self.watermark = -math.inf
+        self._heap: list[tuple[float, str, int]] = []
+        """(anchor, key, serial) of open incidents, oldest first; stale entries are skipped."""
+        self._serial = 0
+        self.time = StreamClock()
+        """Data time: the largest sane ``ts`` read (outliers clamped, new epochs; see StreamClock)."""
         self.model: tuple[str, str] = ("", "")
         self.notices = 0
         self.incidents = 0
@@ -265,111 +580,44 @@ class IncidentSink:
         self.below_severity = 0
         self.connections = 0
         """Flagged connections folded into incidents."""
+        self.evicted = 0
+        """Incidents closed before their interval ended because ``max_open`` were open."""
+
+    @property
+    def watermark(self) -> float:
+        """Data time (``-inf`` before any ``ts``)."""
+        return self.time.clock
 
     # ------------------------------------------------------------------ write
     def write(self, verdicts: Verdicts) -> int:
         if not len(verdicts):
             return 0
         self.model = (verdicts.model_name, verdicts.model_version)
-        ts = verdicts.conns["ts"].to_numpy(dtype=float, na_value=np.nan)
-        wm = np.maximum.accumulate(np.concatenate([[self.watermark], np.where(np.isnan(ts), -np.inf, ts)]))
-        # Data time jumping back by more than a day is another capture (or a log with relative
-        # ts), not a late row: close what is open, then start that capture's clock afresh.
-        back = np.flatnonzero(ts < wm[:-1] - TIME_JUMP)
-        if len(back):
-            cut = int(back[0])
-            written = self.write(verdicts.take(np.arange(len(ts)) < cut)) if cut else 0
-            written += self._emit(sorted(self.open.values(), key=lambda i: (i.anchor, i.key)))
-            self.open = {}
-            self.watermark = -math.inf
-            return written + self.write(verdicts.take(np.arange(len(ts)) >= cut))
-        wm = wm[1:]
-        closing: list[tuple[int, float, str, Incident]] = []
-        self._last_row: dict[str, int] = {}  # key -> last batch row joined (close no earlier than that)
-        cand = self.policy.candidates(verdicts)
-        if len(cand.idx):
-            self._assign(verdicts, cand, ts, wm, closing)
-        self.watermark = float(wm[-1])
-        for key, inc in list(self.open.items()):
-            if inc.anchor + self.interval < self.watermark:
-                pos = int(np.searchsorted(wm, inc.anchor + self.interval, side="right"))
-                pos = max(pos, self._last_row.get(key, -1))
-                closing.append((pos, inc.anchor, key, inc))
-                del self.open[key]
-        closing.sort(key=lambda c: (c[0], c[1], c[2]))
-        return self._emit([c[3] for c in closing])
+        batch = _Batch(self, verdicts, self.policy.candidates(verdicts), ts_seconds(verdicts.conns))
+        batch.run()
+        return self._emit(batch.closed())
 
-    def _assign(self, verdicts: Verdicts, cand: Candidates, ts: np.ndarray, wm: np.ndarray, closing: list) -> None:
-        conns = verdicts.conns.iloc[cand.idx]
-        orig = _texts(conns["id.orig_h"])
-        resp = _texts(conns["id.resp_h"])
-        ports = _texts(conns["id.resp_p"]) + "/" + _texts(conns["proto"])
-        family = cand.family if cand.family is not None else np.full(len(cand.idx), "", dtype=object)
-        by_dst = cand.direction == "inbound"
-        host = np.where(by_dst, resp, orig)
-        keys = pd.Series(cand.direction, dtype=object) + "|" + family + "|" + np.where(by_dst, "dst=", "src=") + host
-        scores = np.asarray(verdicts.scores, dtype=float)[cand.idx]
-        row_ts = ts[cand.idx]
-        row_wm = wm[cand.idx]
-        self.connections += len(cand.idx)
-        for key, pos in pd.Series(np.arange(len(cand.idx))).groupby(keys.to_numpy(), sort=False):
-            rows = pos.to_numpy()
-            while len(rows):
-                inc = self.open.get(key)
-                if inc is None:
-                    first = rows[0]
-                    anchor = row_ts[first] if np.isfinite(row_ts[first]) else self.watermark
-                    anchor = anchor if np.isfinite(anchor) else 0.0  # no ts read yet at all
-                    inc = Incident(
-                        key=key,
-                        direction=str(cand.direction[first]),
-                        family=str(family[first]),
-                        by="dst" if by_dst[first] else "src",
-                        anchor=float(anchor),
-                        first_ts=float(anchor),
-                        last_ts=float(anchor),
-                    )
-                    self.open[key] = inc
-                    self.incidents += 1
-                    take = max(1, int(np.searchsorted(row_wm[rows], inc.anchor + self.interval, side="right")))
-                else:
-                    take = int(np.searchsorted(row_wm[rows], inc.anchor + self.interval, side="right"))
-                if take:
-                    self._last_row[key] = int(cand.idx[rows[take - 1]])
-                    self._update(inc, verdicts, cand, rows[:take], orig, resp, ports, scores, row_ts)
-                if take < len(rows):
-                    pos_close = int(np.searchsorted(wm, inc.anchor + self.interval, side="right"))
-                    pos_close = max(pos_close, int(cand.idx[rows[take - 1]]) if take else 0)
-                    closing.append((pos_close, inc.anchor, key, inc))
-                    del self.open[key]
-                rows = rows[take:]
+    def _new_incident(self, key: str, direction: str, family: str, by_dst: bool, anchor: float) -> Incident:
+        by = "dst" if by_dst else "src"
+        return Incident(key=key, direction=direction, family=family, by=by, anchor=anchor, first_ts=anchor,
+                        last_ts=anchor)  # fmt: skip
 
-    def _update(self, inc: Incident, verdicts: Verdicts, cand: Candidates, rows: np.ndarray, orig, resp, ports,
-                scores, row_ts) -> None:  # fmt: skip
-        inc.n += len(rows)
-        if self.track_uids:
-            inc.uids = inc.uids if inc.uids is not None else []
-            inc.uids.extend(verdicts.conns["uid"].iloc[cand.idx[rows]].astype(str).tolist())
-        t = row_ts[rows]
-        if not np.isnan(t).all():
-            inc.first_ts = min(inc.first_ts, float(np.nanmin(t)))
-            inc.last_ts = max(inc.last_ts, float(np.nanmax(t)))
-        best = rows[int(np.argmax(scores[rows]))]
-        if scores[best] > inc.top_score:
-            inc.top_score = float(scores[best])
-            row = verdicts.conns.iloc[int(cand.idx[best])]
-            inc.rep = {f: plain(row.get(f)) for f in REP_FIELDS}
-            why = verdicts.why(np.array([int(cand.idx[best])]))
-            if why is not None:
-                inc.why = str(why[0][0] or "")
-                inc.reasons = [str(c) for c in why[1][0]]
-        inc.threshold = min(inc.threshold, float(cand.threshold[rows].min()))
-        inc.srcs.update(np.unique(orig[rows]).tolist())
-        inc.dsts.update(np.unique(resp[rows]).tolist())
-        inc.ports.update(np.unique(ports[rows]).tolist())
-        pat = cand.pattern[rows]
-        inc.unexplained += int((pat < 0).sum())
-        inc.patterns.update(int(p) for p in np.unique(pat[pat >= 0]))
+    def _track(self, inc: Incident) -> None:
+        """``inc`` is open from now on."""
+        self._serial += 1
+        inc.serial = self._serial
+        self.open[inc.key] = inc
+        heapq.heappush(self._heap, (inc.anchor, inc.key, inc.serial))
+
+    def _oldest(self) -> Incident | None:
+        """The open incident with the earliest anchor (ties: by key)."""
+        while self._heap:
+            _, key, serial = self._heap[0]
+            inc = self.open.get(key)
+            if inc is not None and inc.serial == serial:
+                return inc
+            heapq.heappop(self._heap)
+        return None
 
     # ------------------------------------------------------------------ notices
     def _explained(self, inc: Incident) -> bool:
@@ -410,11 +658,11 @@ class IncidentSink:
         fam = f"[{inc.family}] " if inc.family else ""
         what = "connection" if inc.n == 1 else "connections"
         if inc.by == "src":
-            who = f"{one_src} made {inc.n:,} suspicious {inc.direction} {what} to {len(inc.dsts):,} host(s)"
+            who = f"{one_src} made {inc.n:,} suspicious {inc.direction} {what} to {inc.count('dsts')} host(s)"
         else:
-            who = f"{one_dst} received {inc.n:,} suspicious {inc.direction} {what} from {len(inc.srcs):,} host(s)"
+            who = f"{one_dst} received {inc.n:,} suspicious {inc.direction} {what} from {inc.count('srcs')} host(s)"
         msg = (
-            f"{fam}{inc.severity.capitalize()}: {who} on {len(inc.ports):,} port(s) over {span:.0f} s; "
+            f"{fam}{inc.severity.capitalize()}: {who} on {inc.count('ports')} port(s) over {span:.0f} s; "
             f"top score {inc.top_score:.3f} >= threshold {inc.threshold:.3f} "
             f"({rep.get('proto')} {rep.get('id.orig_h')}:{rep.get('id.orig_p')} -> "
             f"{rep.get('id.resp_h')}:{rep.get('id.resp_p')}, {rep.get('service') or 'no service'}, "
@@ -472,35 +720,65 @@ class IncidentSink:
 
     def state(self) -> dict[str, Any]:
         """Open incidents, data time and counters, JSON-able (for the watcher's checkpoint)."""
+        with no_gc():
+            return self._state()
+
+    def _state(self) -> dict[str, Any]:
         return {
-            "version": 1,
-            "watermark": None if math.isinf(self.watermark) else self.watermark,
+            "version": self.VERSION,
+            "watermark": self.watermark if math.isfinite(self.watermark) else None,
             "model": list(self.model),
             "open": [inc.as_json() for inc in self.open.values()],
+            "time": self.time.state(lambda rec: None if rec is None else rec.as_json()),
             "counters": {
                 "notices": self.notices,
                 "incidents": self.incidents,
                 "suppressed": self.suppressed,
                 "below_severity": self.below_severity,
                 "connections": self.connections,
+                "evicted": self.evicted,
             },
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Resume from ``state()``."""
+        """Resume from ``state()`` (a version 1 state, written before the stream clock, too)."""
         if not state:
             return
-        wm = state.get("watermark")
-        self.watermark = -math.inf if wm is None else float(wm)
+        version = int(state.get("version", 1))
+        if version not in (1, self.VERSION):
+            raise ValueError(f"incident state version {state.get('version')} is not 1 or {self.VERSION}")
         self.model = tuple(state.get("model") or ("", ""))  # type: ignore[assignment]
-        self.open = {d["key"]: Incident.from_json(d) for d in state.get("open", [])}
+        self.open, self._heap = {}, []
+        with no_gc():
+            for d in state.get("open", []):
+                self._track(Incident.from_json(d))
+        self.time = StreamClock()
+        clock = state.get("time") or {"clock": state.get("watermark")}
+        self.time.restore(clock, lambda d: None if d is None else Incident.from_json(d))
         for name, value in (state.get("counters") or {}).items():
-            setattr(self, name, int(value))
+            if name in ("notices", "incidents", "suppressed", "below_severity", "connections", "evicted"):
+                setattr(self, name, int(value))
 
     def close(self, final: bool = True) -> None:
-        """Close the log; with ``final`` first write every open incident (the run's end)."""
-        if final and self.open:
-            closing = sorted(self.open.values(), key=lambda i: (i.anchor, i.key))
-            self.open = {}
-            self._emit(closing)
+        """Close the log; with ``final`` first write every open incident (the run's end).
+
+        Connections still held because their ``ts`` was far from data time (fewer rows than a
+        new epoch needs) are outliers after all: they join their incidents at data time first.
+        """
+        if final:
+            clock = self.time.clock
+            for _, rec in self.time.settle():
+                if rec is None:
+                    continue
+                inc = self.open.get(rec.key)
+                if inc is None:
+                    rec.anchor = rec.first_ts = rec.last_ts = clock
+                    self._track(rec)
+                    self.incidents += 1
+                    continue
+                inc.merge(rec, clock)
+            if self.open:
+                closing = sorted(self.open.values(), key=lambda i: (i.anchor, i.key))
+                self.open, self._heap = {}, []
+                self._emit(closing)
         self.writer.close()
