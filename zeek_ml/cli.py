@@ -1,12 +1,14 @@
 """The ``zeek-ml`` command: a thin layer over the library.
 
-Exit codes: 0 ok; 2 bad usage or unreadable input; 3 model missing, corrupt or
-computing other features than this code; 4 a malformed line in ``--strict`` mode.
+Exit codes: 0 ok; 2 bad usage, unreadable input or an output that cannot or must not be
+written; 3 model missing, corrupt or computing other features than this code; 4 a malformed
+line in ``--strict`` mode; 1 anything unexpected (one line; ``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -36,20 +38,30 @@ class CliError(Exception):
 
 
 def default_model_path() -> Path:
-    """``$ZEEK_ML_MODEL``, else the shipped model: ./models, the source tree, or the install prefix."""
+    """``$ZEEK_ML_MODEL``, else the shipped model: the source tree this code runs from, else the install prefix.
+
+    Never the working directory: a ``./models/`` there is used only when named (``--model
+    models/x.onnx``), so a file dropped where zeek-ml happens to run cannot replace the model.
+    """
     env = os.environ.get("ZEEK_ML_MODEL")
     if env:
         return Path(env)
+    return shipped_model_candidates()[0]
+
+
+def shipped_model_candidates() -> list[Path]:
+    """Where the shipped model is looked for, in order; the first that exists first."""
+    import site
+
     name = f"{DEFAULT_MODEL}.onnx"
-    candidates = [
-        Path.cwd() / "models" / name,
-        Path(__file__).resolve().parent.parent / "models" / name,
-        Path(sys.prefix) / "share" / "zeek-ml" / "models" / name,
-    ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    return candidates[-1]
+    source_tree = Path(__file__).resolve().parent.parent
+    candidates = []
+    if (source_tree / "pyproject.toml").is_file():  # running from a checkout (or an editable install)
+        candidates.append(source_tree / "models" / name)
+    candidates.append(Path(sys.prefix) / "share" / "zeek-ml" / "models" / name)
+    candidates.append(Path(site.getuserbase()) / "share" / "zeek-ml" / "models" / name)  # pip install --user
+    found = [p for p in candidates if p.is_file()]
+    return found + [p for p in candidates if p not in found]
 
 
 def _load(path: str | None):
@@ -57,13 +69,19 @@ def _load(path: str | None):
 
     model_path = Path(path) if path else default_model_path()
     if not model_path.is_file():
-        raise CliError(f"model not found: {model_path} (pass --model PATH or set ZEEK_ML_MODEL)", EXIT_MODEL)
+        if path or os.environ.get("ZEEK_ML_MODEL"):
+            where = "--model" if path else "ZEEK_ML_MODEL"
+            raise CliError(f"model not found: {model_path} ({where}; not a file)", EXIT_MODEL)
+        looked = ", ".join(str(p) for p in shipped_model_candidates())
+        raise CliError(f"model not found (looked in {looked}); pass --model PATH or set ZEEK_ML_MODEL", EXIT_MODEL)
     try:
         return load_model(model_path)
     except FeatureSpecMismatch as e:
         raise CliError(f"{model_path}: feature spec mismatch: {e}", EXIT_MODEL) from e
     except ModelLoadError as e:
         raise CliError(f"{model_path}: {e}", EXIT_MODEL) from e
+    except OSError as e:
+        raise CliError(f"{model_path}: cannot read the model: {e.strerror or e}", EXIT_MODEL) from e
 
 
 def _say(message: str) -> None:
@@ -154,12 +172,12 @@ def notice_options(args: argparse.Namespace) -> dict:
 def cmd_score(args: argparse.Namespace) -> int:
     from zeek_ml.model import FeatureSpecMismatch
     from zeek_ml.score import score_logs
-    from zeek_ml.zeeklog import MalformedLineError, RejectLog, SourceError
+    from zeek_ml.zeeklog import MalformedLineError, SourceError
 
     model = _load(args.model)
     threshold = _threshold(model, args)
     options = notice_options(args)
-    rejects = RejectLog(args.rejects, strict=args.strict)
+    _exit_on_sigterm()
     try:
         summary = score_logs(
             args.inputs,
@@ -169,7 +187,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             json_ts=args.json_ts,
             threshold=threshold,
             all_out=args.all,
-            rejects=rejects,
+            rejects_out=args.rejects,
             strict=args.strict,
             fields=args.fields.split(",") if args.fields else None,
             progress=False if args.quiet else None,
@@ -189,10 +207,42 @@ def cmd_score(args: argparse.Namespace) -> int:
         where = f", all in {args.rejects}" if args.rejects else " (--rejects FILE keeps them all)"
         _say(f"... and {more:,} more rejected lines{where}")
     if args.summary_json:
-        print(json.dumps(summary.as_dict()))
+        # never into the stream that carries the notices (or --all, --rejects): then on stderr
+        on_stdout = _is_stdout(args.output, args.all, args.rejects)
+        print(json.dumps(summary.as_dict()), file=sys.stderr if on_stdout else sys.stdout, flush=True)
     if not args.quiet:
         _say(summary.line())
     return 0
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM (``kill``, ``timeout``) unwinds like Ctrl-C, so a stopped run removes its temporary outputs."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _is_stdout(*outputs: str | None) -> bool:
+    """Whether one of ``outputs`` is this process's stdout (``-``, ``/dev/stdout``, the file stdout goes to)."""
+    try:
+        mine = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return False
+    for out in outputs:
+        if out is None:
+            continue
+        if out == "-":
+            return True
+        try:
+            st = os.stat(out)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- calibrate
@@ -200,10 +250,16 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from zeek_ml.calibrate import calibrate_logs
+    from zeek_ml.safeio import AtomicOutput, check_outputs
     from zeek_ml.site import LocalNets
-    from zeek_ml.zeeklog import RejectLog, SourceError
+    from zeek_ml.zeeklog import RejectLog, SourceError, expand_sources
 
     model = _load(args.model)
+    try:
+        check_outputs({"-o": args.output}, expand_sources(args.inputs))
+    except SourceError as e:
+        raise CliError(str(e), EXIT_INPUT) from e
+    AtomicOutput(args.output).discard()  # an output we cannot write is said now, not after the whole fit
     until = None
     if args.until:
         try:
@@ -255,7 +311,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from zeek_ml.watch.service import EventLog, Watcher, WatchOptions
+    from zeek_ml.watch.service import BatchFailed, EventLog, Watcher, WatchOptions
+    from zeek_ml.zeeklog import MalformedLineError
 
     if args.print_systemd_unit:
         from importlib.resources import files
@@ -283,6 +340,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         log_json=args.log_format == "json",
         metrics=args.metrics,
         exit_when_idle=args.exit_when_idle,
+        strict=args.strict,
         checkpoint_interval=args.checkpoint_interval,
         notice_options=notice_options(args),
     )
@@ -290,6 +348,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     watcher.install_signals()
     try:
         return watcher.run()
+    except MalformedLineError as e:  # --strict: the checkpoint stays before the line
+        raise CliError(str(e), EXIT_MALFORMED) from e
+    except BatchFailed as e:
+        if args.debug:
+            raise
+        raise CliError(f"{e} (run with --debug for the traceback)", 1) from e
     except PermissionError as e:
         raise CliError(str(e), EXIT_INPUT) from e
     except ValueError as e:
@@ -314,11 +378,18 @@ def cmd_broker(args: argparse.Namespace) -> int:
     for name in ("batch_size", "queue_size", "outbox_size"):
         if getattr(args, name) < 1:
             raise CliError(f"--{name.replace('_', '-')} must be at least 1", EXIT_INPUT)
+    if not args.max_wait >= 0 or not args.status_interval > 0 or not args.retry > 0:
+        raise CliError("--max-wait must be 0 or more, --status-interval and --retry more than 0", EXIT_INPUT)
+    if args.metrics:
+        try:
+            parse_address(args.metrics)
+        except ValueError as e:
+            raise CliError(f"--metrics: {e}", EXIT_INPUT) from e
     model = _load(args.model)
     threshold = _threshold(model, args)
     try:
         transport = BrokerTransport(
-            [args.conn_topic], listen=listen, peer=peer, retry=args.retry, queue_size=max(1000, args.batch_size)
+            [args.conn_topic], listen=listen, peer=peer, retry=args.retry, buffer_size=max(20_000, args.batch_size)
         )
     except BrokerUnavailable as e:
         raise CliError(str(e), EXIT_INPUT) from e
@@ -348,10 +419,21 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    metrics = None
     try:
+        if args.metrics:
+            from zeek_ml.broker.metrics import BrokerMetrics
+
+            metrics = BrokerMetrics(service, args.metrics)
+            service.log("metrics", {"address": metrics.address})
         return service.run()
     except OSError as e:
         raise CliError(str(e), EXIT_INPUT) from e
+    except ValueError as e:  # a state file that is not one (CheckpointError)
+        raise CliError(str(e), EXIT_INPUT) from e
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 # --------------------------------------------------------------------------- info
@@ -529,6 +611,11 @@ def build_parser() -> argparse.ArgumentParser:
         "follows with the Input framework to raise notices inside Zeek (append-only, never rotated)",
     )
     watch.add_argument("--rejects", metavar="FILE", help="append malformed lines here (JSON lines)")
+    watch.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first malformed line (exit 4); the checkpoint stays before it",
+    )
     watch.add_argument("--checkpoint", metavar="FILE", help="checkpoint file (default: OUTPUT.checkpoint.json)")
     watch.add_argument(
         "--rotated-dir",
@@ -595,6 +682,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="keep the model's per-host context here across restarts (default: $ZEEK_ML_BROKER_STATE)",
     )
+    bk.add_argument(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus metrics: counters, malformed events by kind, queue/outbox/backlog, lags "
+        "(HOST defaults to 127.0.0.1)",
+    )
     bk.set_defaults(func=cmd_broker)
 
     info = sub.add_parser("info", help="print a model's card: features, threshold, metrics, sha256")
@@ -636,9 +729,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except CliError as e:
-        _say(f"error: {e}")
+        _say(_one_line(f"error: {e}"))
         return e.code
-    except BrokenPipeError:
+    except BrokenPipeError:  # `zeek-ml score ... -o - | head`: the reader had enough
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     except KeyboardInterrupt:
         return 130
@@ -646,13 +741,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "debug", False):
             raise
         where = f"{e.filename}: " if e.filename else ""
-        _say(f"error: {where}{e.strerror or e}")
+        _say(_one_line(f"error: {where}{e.strerror or e}"))
         return EXIT_INPUT
     except Exception as e:
         if getattr(args, "debug", False):
             raise
-        _say(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)")
+        _say(_one_line(f"error: {type(e).__name__}: {e}") + " (run with --debug for the traceback)")
         return 1
+
+
+def _one_line(message: str) -> str:
+    """A message as one line (an exception's text may hold newlines)."""
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":

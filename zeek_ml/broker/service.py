@@ -1,19 +1,30 @@
 """The ``zeek-ml broker`` loop: conn events in, verdict events out.
 
-Two threads. The receiver drains the transport into a bounded queue as fast as
-events come (so Zeek's side never backs up on us); when the queue is full, new
-events are dropped and counted (``dropped``). The scorer takes up to
-``batch_size`` events (or what arrived within ``max_wait`` seconds), builds a
-frame in the conn schema, scores it, and queues a ``ZeekML::verdict`` event per
-flagged connection, then one ``ZeekML::scored`` acknowledgment listing the
-batch's uids. Those wait in a bounded outbox until a peer is connected, so
-verdicts for events already received survive a lost peer and go out when it
-(or Zeek after a restart) peers again.
+Two threads. The receiver drains the transport as fast as events come (so the
+backlog sits in our queue, where it is counted, rather than in the sender's
+Broker buffers, where it is not): it checks and decodes each message
+(:class:`~zeek_ml.broker.codec.ConnDecoder`: every value against the record
+definition) and queues the valid connections in a bounded queue. A message
+that is not a valid ``ZeekML::conn_finished`` event never reaches the model: it
+is counted by kind (``malformed``, and per kind in the metrics), the first of
+each kind is logged with its reason, repeats are summed up at most once per
+``status_interval``, and it is dropped; the rest of the stream goes on, in
+order. When the queue is full, new events are dropped and counted (``dropped``).
+
+The scorer takes up to ``batch_size`` connections (or what arrived within
+``max_wait`` seconds), builds a frame in the conn schema, scores it, and queues
+a ``ZeekML::verdict`` event per flagged connection, then one ``ZeekML::scored``
+acknowledgment listing the batch's uids. Those wait in a bounded outbox until a
+peer is connected and are published in one batch, so verdicts for events
+already received survive a lost peer and go out when it (or Zeek after a
+restart) peers again. Should the model still fail on a batch (it should not: its
+input is checked), the batch is scored again one connection at a time and only
+the connections it cannot take are dropped, counted as ``model.error``.
 
 Order: the model is stateful (per-host temporal context), so a connection's
 score depends on the connections before it. Events are scored exactly in the
 order they arrive (one subscriber, a FIFO queue, batches taken from its front,
-malformed records dropped without reordering the rest) by one
+malformed events dropped without reordering the rest) by one
 :class:`~zeek_ml.pipeline.Scorer` for the whole stream: the scores equal
 ``zeek-ml score`` over the same rows in the same order, whatever the batch sizes.
 
@@ -47,9 +58,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zeek_ml.broker.codec import MalformedEvent, conn_frame
-from zeek_ml.broker.transport import Event, Transport
-from zeek_ml.pipeline import Scorer, Sink, plain
+from zeek_ml.broker.codec import ForeignEvent, Rejected, clip, conn_frame
+from zeek_ml.broker.transport import Transport
+from zeek_ml.pipeline import Scorer, Sink, Verdicts, plain
 from zeek_ml.verdicts import (
     ACK_EVENT,
     ACK_TOPIC,
@@ -61,10 +72,19 @@ from zeek_ml.verdicts import (
     verdict_rows,
 )
 from zeek_ml.watch.durable import read_json, write_json_atomic
+from zeek_ml.zeeklog.schema import MAX_VALUE_CHARS
 
 STATE_ENV = "ZEEK_ML_BROKER_STATE"
 """Environment variable naming the state file when ``state_path`` is not given."""
 STATE_VERSION = 1
+PUBLISH_CHUNK = 10_000
+"""Most messages handed to Broker in one ``publish_batch``."""
+TAKE_CHUNK = 1000
+"""Received messages decoded and queued at a time."""
+
+_ROW_TS = 0
+_ROW_DURATION = 8
+"""Where ``ts`` and ``duration`` sit in a decoded row (the order of :data:`~zeek_ml.verdicts.CONN_FIELDS`)."""
 
 
 @dataclass
@@ -83,11 +103,40 @@ class BrokerOptions:
     outbox_size: int = 100_000
     """Most events waiting for a peer; beyond, new ones are dropped and counted (``outbox_dropped``)."""
     status_interval: float = 60.0
+    """Seconds between status lines; also the most often repeats of a malformed kind are summed up."""
     log_json: bool = False
     state_path: str | None = None
     """Persist the scorer's context here (atomically, after each batch); default: ``$ZEEK_ML_BROKER_STATE``."""
     state_recent: int = 10_000
     """Most recently scored connections whose verdicts the state file keeps, to answer a resend after a crash."""
+
+
+class KindLog:
+    """Rate-limited warnings: the first occurrence of each kind is logged with its detail, later ones
+    are counted and summed up in one line at most once per ``interval`` seconds (and at exit)."""
+
+    def __init__(self, service: BrokerService, event: str, interval: float):
+        self.service = service
+        self.event = event
+        self.interval = interval
+        self.seen: set[str] = set()
+        self.repeats: collections.Counter[str] = collections.Counter()
+        self.last = time.monotonic()
+
+    def note(self, kind: str, info: dict[str, Any]) -> None:
+        if kind in self.seen:
+            self.repeats[kind] += 1
+            return
+        self.seen.add(kind)
+        message = "first of its kind; repeats are counted and summed up"
+        self.service.log(self.event, {"kind": kind, **info, "message": message}, "warning")
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.repeats and (force or now - self.last >= self.interval):
+            self.service.log(self.event + "_repeats", dict(sorted(self.repeats.items())), "warning")
+            self.repeats.clear()
+            self.last = now
 
 
 class BrokerService:
@@ -98,8 +147,10 @@ class BrokerService:
         self.opts = options
         self.scorer = Scorer(model, options.threshold)
         self.sinks = dict(sinks or {})
-        self.queue: collections.deque[Any] = collections.deque()
-        self.outbox: collections.deque[tuple[str, Event]] = collections.deque()
+        self.queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self.arrivals: collections.deque[list[float | int]] = collections.deque()
+        """[monotonic arrival time, connections] per received chunk still (partly) queued."""
+        self.outbox: collections.deque[Any] = collections.deque()
         self.lock = threading.Condition()
         self.stop_requested = threading.Event()
         self.counts = {
@@ -107,18 +158,29 @@ class BrokerService:
             "dropped": 0,
             "malformed": 0,
             "other_events": 0,
+            "capped": 0,
             "scored": 0,
             "verdicts": 0,
             "published": 0,
             "outbox_dropped": 0,
             "batches": 0,
+            "replayed": 0,
+            "peer_overflows": 0,
         }
+        self.malformed_kinds: collections.Counter[str] = collections.Counter()
+        """Malformed events by kind (``orig_bytes.range``, ``event.arity``...: :class:`~.codec.Rejected`)."""
+        self.newest_scored_end: float | None = None
+        """End (``ts + duration``) of the newest connection scored, for ``lag_seconds``."""
+        self.receive_delay: float | None = None
+        """At the last receive: wall clock minus the end of the newest connection received."""
         self._receiver: threading.Thread | None = None
         self._was_connected = False
+        self._malformed_log = KindLog(self, "malformed_event", options.status_interval)
+        self._error_log = KindLog(self, "internal_error", options.status_interval)
+        self._capped_seen: dict[str, int] = {}
         self.state_path = options.state_path or os.environ.get(STATE_ENV) or None
         self.recent: collections.OrderedDict[str, dict[str, Any] | None] = collections.OrderedDict()
         """uid -> its verdict (None when not flagged) for the last ``state_recent`` scored connections."""
-        self.counts["replayed"] = 0
 
     # ------------------------------------------------------------------ state
     def _model_id(self) -> dict[str, Any]:
@@ -141,7 +203,8 @@ class BrokerService:
             )
             return
         self.scorer.restore(saved.get("context") or {})
-        self.recent = collections.OrderedDict((uid, v) for uid, v in saved.get("recent") or [])
+        for uid, verdict in saved.get("recent") or []:
+            self.recent[str(uid)] = verdict
         self.log("state_restored", {"path": self.state_path, "recent": len(self.recent)})
 
     def save_state(self) -> None:
@@ -159,6 +222,7 @@ class BrokerService:
 
     # ------------------------------------------------------------------ log
     def log(self, event: str, info: dict[str, Any] | None = None, level: str = "info") -> None:
+        """One line on stderr: ``zeek-ml broker: LEVEL: EVENT (k=v ...)``, or a JSON object (``--log-format json``)."""
         info = dict(info or {})
         if self.opts.log_json:
             line = json.dumps({"ts": round(time.time(), 6), "level": level, "event": event, **info}, default=str)
@@ -169,38 +233,84 @@ class BrokerService:
 
     # ------------------------------------------------------------------ receiver thread
     def _receive_loop(self) -> None:
-        """Queue what peers send; log the status line every ``status_interval`` (live, even while a
-        batch fills for ``max_wait``)."""
-        limit = self.opts.queue_size
+        """Check, decode and queue what peers send; log the status line every ``status_interval`` (live,
+        even while a batch fills for ``max_wait``). Nothing a peer sends can stop this loop."""
         last_status = time.monotonic()
         while not self.stop_requested.is_set():
             if time.monotonic() - last_status >= self.opts.status_interval:
-                with self.lock:
-                    status = self.status()
-                self.log("status", status)
+                self.log("status", self.status())
+                self._malformed_log.flush()
+                self._error_log.flush()
                 last_status = time.monotonic()
             try:
-                events = self.transport.receive(0.2)
-            except Exception as e:  # keep receiving; say why
-                self.log("receive_error", {"error": repr(e)}, "warning")
+                self._peer_statuses()
+                messages = self.transport.receive(0.2)
+                for start in range(0, len(messages), TAKE_CHUNK):  # the scorer may start on the first ones
+                    self._take(messages[start : start + TAKE_CHUNK])
+            except Exception as e:  # keep receiving; say why, once per kind
+                self._error_log.note("receive." + type(e).__name__, {"error": clip(str(e), 200)})
                 time.sleep(0.2)
+
+    def _peer_statuses(self) -> None:
+        """Log what Broker says about peers; count the peerings it dropped because a buffer overflowed."""
+        for text in self.transport.statuses():
+            overflow = "overflow" in text
+            if overflow:
+                with self.lock:
+                    self.counts["peer_overflows"] += 1
+            level = "warning" if overflow or "removed" in text or "lost" in text or "error" in text else "info"
+            self.log("broker_status", {"status": clip(text, 300)}, level)
+
+    def _take(self, messages: list[Any]) -> None:
+        """Decode ``messages`` in order and queue the valid connections; count everything else."""
+        room = self.opts.queue_size - len(self.queue)  # only this thread adds: room can only grow meanwhile
+        rows: list[tuple[Any, ...]] = []
+        rejected: list[Rejected] = []
+        foreign: list[str] = []
+        dropped = 0
+        decode = self.transport.decode
+        for message in messages:
+            if len(rows) >= room:
+                dropped += 1
                 continue
-            if not events:
-                continue
+            try:
+                rows.append(decode(message))
+            except Rejected as r:
+                rejected.append(r)
+            except ForeignEvent as f:
+                foreign.append(f.name)
+            except Exception as e:  # a check we lack must not stop the stream: the message is dropped
+                rejected.append(Rejected("message.undecodable", f"{type(e).__name__}: {clip(str(e), 120)}"))
+        now = time.time()
+        newest = max((r[_ROW_TS] + (r[_ROW_DURATION] or 0.0) for r in rows), default=None)
+        with self.lock:
+            if rows:
+                self.queue.extend(rows)
+                self.arrivals.append([time.monotonic(), len(rows)])
+                self.counts["received"] += len(rows)
+            self.counts["dropped"] += dropped
+            self.counts["malformed"] += len(rejected)
+            self.counts["other_events"] += len(foreign)
+            for r in rejected:
+                self.malformed_kinds[r.kind] += 1
+            if newest is not None:
+                self.receive_delay = now - newest
+            self.lock.notify_all()
+        for r in rejected:
+            info: dict[str, Any] = {"reason": clip(r.reason, 200)}
+            if r.uid is not None:
+                info["uid"] = clip(r.uid, 40)
+            self._malformed_log.note(r.kind, info)
+        for name in foreign:
+            self._malformed_log.note("other_event", {"name": clip(name, 80), "reason": f"not {CONN_EVENT}"})
+        capped = self.transport.capped()
+        if capped != self._capped_seen:
+            for field in capped.keys() - self._capped_seen.keys():
+                message = f"strings longer than {MAX_VALUE_CHARS} characters cut, as the log reader cuts them; counted"
+                self.log("capped", {"field": field, "message": message}, "warning")
             with self.lock:
-                for event in events:
-                    if event.name != CONN_EVENT:
-                        self.counts["other_events"] += 1
-                        continue
-                    if len(event.args) != 1:
-                        self.counts["malformed"] += 1
-                        continue
-                    if len(self.queue) >= limit:
-                        self.counts["dropped"] += 1
-                        continue
-                    self.queue.append(event.args[0])
-                    self.counts["received"] += 1
-                self.lock.notify_all()
+                self.counts["capped"] = sum(capped.values())
+            self._capped_seen = capped
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
@@ -219,8 +329,20 @@ class BrokerService:
             self._shutdown()
         return 0
 
-    def _next_batch(self) -> list[Any]:
-        """Up to ``batch_size`` queued records, once the batch is full or ``max_wait`` has passed."""
+    def _pop(self, n: int) -> list[tuple[Any, ...]]:
+        """The first ``n`` queued rows (the lock held)."""
+        rows = [self.queue.popleft() for _ in range(n)]
+        while n and self.arrivals:
+            chunk = self.arrivals[0]
+            take = min(n, int(chunk[1]))
+            chunk[1] -= take
+            n -= take
+            if not chunk[1]:
+                self.arrivals.popleft()
+        return rows
+
+    def _next_batch(self) -> list[tuple[Any, ...]]:
+        """Up to ``batch_size`` queued rows, once the batch is full or ``max_wait`` has passed."""
         o = self.opts
         with self.lock:
             if not self.queue:
@@ -233,66 +355,86 @@ class BrokerService:
                 if left <= 0:
                     break
                 self.lock.wait(min(left, 0.2))
-            n = min(len(self.queue), o.batch_size)
-            return [self.queue.popleft() for _ in range(n)]
+            return self._pop(min(len(self.queue), o.batch_size))
 
-    def _score(self, records: list[Any]) -> None:
-        """Score ``records`` in the order given, queue their verdicts and the batch's acknowledgment."""
-        try:
-            frame = conn_frame(records)
-        except MalformedEvent:
-            # Find the bad ones; score the rest, in their order.
-            good = []
-            for record in records:
-                try:
-                    conn_frame([record])
-                    good.append(record)
-                except MalformedEvent as e:
-                    self.counts["malformed"] += 1
-                    if self.counts["malformed"] <= 5:
-                        self.log("malformed_event", {"error": str(e)[:300]}, "warning")
-            if not good:
-                return
-            frame = conn_frame(good)
+    def _score(self, rows: list[tuple[Any, ...]]) -> None:
+        """Score ``rows`` in the order given, queue their verdicts and the batch's acknowledgment."""
+        frame = conn_frame(rows)
         uids = [str(u) for u in frame["uid"].tolist()]
         # A resend of a connection scored before a restart (its context is in the restored state):
         # answer with the stored verdict, never feed it to the context twice.
         replay = np.array([u in self.recent for u in uids], dtype=bool)
         stored = [self.recent[u] for u in np.asarray(uids, dtype=object)[replay]]
         fresh = frame[~replay].reset_index(drop=True) if replay.any() else frame
-        rows: list[dict[str, Any]] = [v for v in stored if v is not None]
+        out: list[dict[str, Any]] = [v for v in stored if v is not None]
+        scored_uids: list[str] = []
         if len(fresh):
-            verdicts = self.scorer(fresh)
-            self.counts["scored"] += len(fresh)
-            self.counts["batches"] += 1
-            flagged = verdicts.flagged
-            fresh_rows = verdict_rows(verdicts.take(flagged)).to_dict("records") if flagged.any() else []
-            rows += fresh_rows
-            for sink in self.sinks.values():
-                sink.write(verdicts)
-                sink.flush()
+            for part, verdicts, rows in self._model(fresh):
+                self._emit(part, verdicts, rows)
+                out += rows
+                scored_uids += [str(u) for u in part["uid"].tolist()]
             if self.state_path:
-                by_uid = {r["uid"]: {k: _jsonable(v) for k, v in r.items()} for r in fresh_rows}
-                for uid in fresh["uid"].tolist():
-                    self.recent[str(uid)] = by_uid.get(uid)
-                    self.recent.move_to_end(str(uid))
-                while len(self.recent) > self.opts.state_recent:
-                    self.recent.popitem(last=False)
                 self.save_state()  # before any of this batch's events can leave
-        self.counts["replayed"] += int(np.count_nonzero(replay))
-        self.counts["verdicts"] += len(rows)
-        events: list[tuple[str, Event]] = []
-        if rows:
-            table = pd.DataFrame(rows, columns=[f.name for f in VERDICT_FIELDS])
-            for record in self.transport.verdict_args(table):
-                events.append((self.opts.verdict_topic, Event(VERDICT_EVENT, (record,))))
-        events.append((self.opts.ack_topic, Event(ACK_EVENT, (tuple(uids),))))
         with self.lock:
-            for item in events:
-                if len(self.outbox) >= self.opts.outbox_size:
-                    self.counts["outbox_dropped"] += 1
-                    continue
-                self.outbox.append(item)
+            self.counts["replayed"] += int(np.count_nonzero(replay))
+            self.counts["verdicts"] += len(out)
+        scored = set(scored_uids)
+        acked = [u for u, r in zip(uids, replay) if r or u in scored]
+        messages: list[Any] = []
+        if out:
+            table = pd.DataFrame(out, columns=[f.name for f in VERDICT_FIELDS])
+            messages += self.transport.verdict_messages(self.opts.verdict_topic, VERDICT_EVENT, table)
+        messages.append(self.transport.ack_message(self.opts.ack_topic, ACK_EVENT, acked))
+        with self.lock:
+            room = max(0, self.opts.outbox_size - len(self.outbox))
+            self.outbox.extend(messages[:room])
+            self.counts["outbox_dropped"] += len(messages) - min(room, len(messages))
+
+    def _model(self, frame: pd.DataFrame) -> list[tuple[pd.DataFrame, Verdicts, list[dict[str, Any]]]]:
+        """``frame`` scored: [(frame, verdicts, verdict rows)]. Should the model fail on it, one connection
+        at a time, without the connections it fails on (counted ``model.error``, logged once per type)."""
+        try:
+            return [(frame, *self._verdicts(frame))]
+        except Exception as e:
+            self._error_log.note("model." + type(e).__name__, {"error": clip(str(e), 200), "rows": len(frame)})
+        parts = []
+        for i in range(len(frame)):
+            one = frame.iloc[i : i + 1].reset_index(drop=True)
+            try:
+                parts.append((one, *self._verdicts(one)))
+            except Exception as e:
+                with self.lock:
+                    self.counts["malformed"] += 1
+                    self.malformed_kinds["model.error"] += 1
+                self._malformed_log.note("model.error", {"uid": clip(one["uid"].iloc[0], 40), "error": clip(str(e))})
+        return parts
+
+    def _verdicts(self, frame: pd.DataFrame) -> tuple[Verdicts, list[dict[str, Any]]]:
+        """The model's verdicts on ``frame`` and the ``ZeekML::Verdict`` rows of its flagged connections."""
+        verdicts = self.scorer(frame)
+        flagged = verdicts.flagged
+        rows = verdict_rows(verdicts.take(flagged)).to_dict("records") if flagged.any() else []
+        return verdicts, rows
+
+    def _emit(self, frame: pd.DataFrame, verdicts: Verdicts, rows: list[dict[str, Any]]) -> None:
+        """Count a scored part, write it to the sinks and remember its verdicts for a resend."""
+        for sink in self.sinks.values():
+            sink.write(verdicts)
+            sink.flush()
+        ends = frame["ts"].to_numpy(dtype=float) + np.nan_to_num(frame["duration"].to_numpy(dtype=float))
+        newest = float(np.nanmax(ends)) if len(ends) and np.isfinite(ends).any() else None
+        with self.lock:
+            self.counts["scored"] += len(frame)
+            self.counts["batches"] += 1
+            if newest is not None and (self.newest_scored_end is None or newest > self.newest_scored_end):
+                self.newest_scored_end = newest
+        if self.state_path:
+            by_uid = {r["uid"]: {k: _jsonable(v) for k, v in r.items()} for r in rows}
+            for uid in frame["uid"].tolist():
+                self.recent[str(uid)] = by_uid.get(uid)
+                self.recent.move_to_end(str(uid))
+            while len(self.recent) > self.opts.state_recent:
+                self.recent.popitem(last=False)
 
     def _flush_outbox(self) -> None:
         connected = self.transport.connected()
@@ -302,16 +444,53 @@ class BrokerService:
             else:
                 self.log("peer_lost", {"outbox": len(self.outbox), "message": "holding verdicts until a peer is back"})
             self._was_connected = connected
-        if not connected or not self.outbox:
+        if not connected:
             return
         while self.outbox:
-            topic, event = self.outbox.popleft()
-            self.transport.publish(topic, [event])
-            self.counts["published"] += 1
+            with self.lock:
+                chunk = [self.outbox.popleft() for _ in range(min(len(self.outbox), PUBLISH_CHUNK))]
+            self.transport.publish(chunk)
+            with self.lock:
+                self.counts["published"] += len(chunk)
 
+    # ------------------------------------------------------------------ status
     def status(self) -> dict[str, int]:
-        """The counters, plus the queue and outbox lengths now."""
-        return {**self.counts, "queued": len(self.queue), "outbox": len(self.outbox)}
+        """The counters, plus Broker's backlog and the queue and outbox lengths now (whole numbers)."""
+        backlog = self._backlog()
+        with self.lock:
+            return {**self.counts, "backlog": backlog, "queued": len(self.queue), "outbox": len(self.outbox)}
+
+    def _backlog(self) -> int:
+        try:
+            return int(self.transport.backlog())
+        except Exception:
+            return 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the metrics show, read at once: counters, kinds, lengths, lags (seconds or None)."""
+        backlog = self._backlog()
+        try:
+            peers = int(self.transport.peer_count())
+        except Exception:
+            peers = 0
+        now_wall, now = time.time(), time.monotonic()
+        with self.lock:
+            oldest = self.arrivals[0][0] if self.arrivals else None
+            lag = None if self.newest_scored_end is None else max(0.0, now_wall - self.newest_scored_end)
+            return {
+                "counts": dict(self.counts),
+                "malformed_kinds": dict(self.malformed_kinds),
+                "capped": dict(self._capped_seen),
+                "queued": len(self.queue),
+                "queue_size": self.opts.queue_size,
+                "outbox": len(self.outbox),
+                "outbox_size": self.opts.outbox_size,
+                "backlog": backlog,
+                "peers": peers,
+                "queue_wait_seconds": 0.0 if oldest is None else now - float(oldest),
+                "lag_seconds": lag,
+                "receive_delay_seconds": self.receive_delay,
+            }
 
     def request_stop(self) -> None:
         self.stop_requested.set()
@@ -323,8 +502,9 @@ class BrokerService:
         if self._receiver is not None:
             self._receiver.join(timeout=2)
         while self.queue:  # score what was received
-            n = min(len(self.queue), self.opts.batch_size)
-            self._score([self.queue.popleft() for _ in range(n)])
+            with self.lock:
+                rows = self._pop(min(len(self.queue), self.opts.batch_size))
+            self._score(rows)
         deadline = time.monotonic() + 5.0
         while self.outbox and time.monotonic() < deadline:
             self._flush_outbox()
@@ -336,6 +516,10 @@ class BrokerService:
         self.transport.close()
         for sink in self.sinks.values():
             sink.close()
+        self._malformed_log.flush(force=True)
+        self._error_log.flush(force=True)
+        if self.malformed_kinds:
+            self.log("malformed_summary", dict(sorted(self.malformed_kinds.items())))
         self.log("stopped", self.status())
 
 

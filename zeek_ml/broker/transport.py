@@ -9,38 +9,52 @@ from __future__ import annotations
 
 import select
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
 import pandas as pd
 
 from zeek_ml.broker.bindings import import_broker
-from zeek_ml.broker.codec import verdict_records
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Zeek event: its name and its arguments (Broker values as the bindings give them)."""
-
-    name: str
-    args: tuple[Any, ...]
+from zeek_ml.broker.codec import ConnDecoder, VerdictEncoder
 
 
 class Transport(Protocol):
-    """Receives events from Zeek, publishes events to it."""
+    """Receives events from Zeek, publishes events to it.
+
+    Messages are opaque to the service: what :meth:`receive` returns goes to :meth:`decode`, what
+    :meth:`verdict_messages` and :meth:`ack_message` return goes to :meth:`publish`.
+    """
 
     def start(self) -> None:
         """Listen or start peering (returns at once; peering completes and is retried in the background)."""
 
-    def receive(self, timeout: float) -> list[Event]:
-        """The events that arrived, waiting up to ``timeout`` seconds for the first one."""
+    def receive(self, timeout: float) -> list[Any]:
+        """The messages that arrived, waiting up to ``timeout`` seconds for the first one."""
 
-    def publish(self, topic: str, events: Sequence[Event]) -> None:
-        """Send ``events`` on ``topic`` to the peers subscribed to it."""
+    def decode(self, message: Any) -> tuple[Any, ...]:
+        """One message -> a row of conn values (:class:`~zeek_ml.broker.codec.ConnDecoder`); raises
+        :class:`~zeek_ml.broker.codec.Rejected` or :class:`~zeek_ml.broker.codec.ForeignEvent`."""
 
-    def verdict_args(self, rows: pd.DataFrame) -> list[tuple[Any, ...]]:
-        """Verdict rows (:func:`zeek_ml.verdicts.verdict_rows`) as this transport sends a ``ZeekML::Verdict``."""
+    def capped(self) -> dict[str, int]:
+        """Strings cut to the reader's cap so far, per field."""
+
+    def verdict_messages(self, topic: str, event: str, rows: pd.DataFrame) -> list[Any]:
+        """One ``event(v: ZeekML::Verdict)`` on ``topic`` per row of ``rows`` (from ``verdict_rows``)."""
+
+    def ack_message(self, topic: str, event: str, uids: Sequence[str]) -> Any:
+        """``event(uids: vector of string)`` for ``topic``."""
+
+    def publish(self, messages: Sequence[Any]) -> None:
+        """Send ``messages`` (in this order) to the peers subscribed to their topics."""
+
+    def backlog(self) -> int:
+        """Messages that arrived and wait in the transport's own buffers (not yet received)."""
+
+    def statuses(self) -> list[str]:
+        """What the transport said about its peers since the last call (peer added, lost, removed...), as text."""
+
+    def peer_count(self) -> int:
+        """Peers connected now."""
 
     def connected(self) -> bool:
         """True while at least one peer is connected (publishing now reaches someone)."""
@@ -71,10 +85,16 @@ class BrokerTransport:
     """Broker: listen on ``listen`` (Zeek peers with us) or dial ``peer`` (we peer with Zeek).
 
     Uses only the API common to Broker 1.4 (Debian's python3-broker) and 2.8
-    (Zeek 7): ``Endpoint``, ``listen``, ``peer_nosync``, ``peers``,
-    ``make_subscriber``, ``Subscriber.poll/fd``, ``publish``, ``broker.zeek.Event``.
-    A lost peering is retried by Broker itself every ``retry`` seconds (peer
-    mode); in listen mode the peer dials again.
+    (Zeek 7 and 8): ``Endpoint``, ``listen``, ``peer_nosync``, ``peers``,
+    ``make_subscriber``, ``publish_batch``, ``broker.zeek.Event``, and Broker's raw data
+    objects (``_broker.Data``): messages are received, checked and decoded, and verdicts
+    built and published, without the bindings' generic Python conversion (which costs
+    several times what scoring does). A lost peering is retried by Broker itself every
+    ``retry`` seconds (peer mode); in listen mode the peer dials again.
+
+    ``buffer_size`` is the subscriber's buffer inside Broker: what may arrive between two
+    :meth:`receive` calls. Beyond it Broker holds the backlog on the sender's side (Zeek's
+    ``Broker::peer_buffer_size``, then its ``Broker::peer_overflow_policy``).
     """
 
     def __init__(
@@ -83,7 +103,7 @@ class BrokerTransport:
         listen: tuple[str, int] | None = None,
         peer: tuple[str, int] | None = None,
         retry: float = 5.0,
-        queue_size: int = 1000,
+        buffer_size: int = 20_000,
         broker: ModuleType | None = None,
     ):
         if (listen is None) == (peer is None):
@@ -93,16 +113,25 @@ class BrokerTransport:
         self.listen_at = listen
         self.peer_at = peer
         self.retry = retry
-        self.queue_size = queue_size
+        self.buffer_size = buffer_size
         self.port: int | None = None
         self.endpoint: Any = None
         self.subscribers: list[Any] = []
+        self.status_subscriber: Any = None
+        self.decoder = ConnDecoder(self.broker)
+        self.encoder = VerdictEncoder(self.broker)
+        raw = self.broker._broker
+        self._publish_batch = raw.Endpoint.publish_batch
+        self._pairs = raw.VectorPairTopicData
+        self._topics: dict[str, Any] = {}
 
     def start(self) -> None:
         b = self.broker
         self.endpoint = b.Endpoint()
         # One subscriber per topic: Debian's Broker 1.4 bindings fail on a list of topics.
-        self.subscribers = [self.endpoint.make_subscriber(t, self.queue_size) for t in self.topics]
+        # The raw subscribers: their poll() gives Broker's data objects, unconverted.
+        self.subscribers = [self.endpoint.make_subscriber(t, self.buffer_size)._subscriber for t in self.topics]
+        self.status_subscriber = self.endpoint.make_status_subscriber(True)
         if self.listen_at is not None:
             host, port = self.listen_at
             self.port = self.endpoint.listen(host, port)
@@ -113,34 +142,54 @@ class BrokerTransport:
             # Broker 1.4 truncates retry to whole seconds: below 1 it would never retry.
             self.endpoint.peer_nosync(host, port, float(max(1, round(self.retry))))
 
-    def receive(self, timeout: float) -> list[Event]:
-        fds = [s.fd() for s in self.subscribers]
+    def receive(self, timeout: float) -> list[Any]:
         if not any(s.available() for s in self.subscribers):
+            fds = [s.fd() for s in self.subscribers]
             select.select(fds, [], [], timeout)  # releases the GIL, unlike get(timeout)
-        out: list[Event] = []
-        zeek_event = self.broker.zeek.Event
+        out: list[Any] = []
         for subscriber in self.subscribers:
-            for _topic, data in subscriber.poll():
-                try:
-                    event = zeek_event(data)
-                    out.append(Event(str(event.name()), tuple(event.args())))
-                except Exception:  # not a Zeek event (another message on our topic)
-                    out.append(Event("", ()))
+            out.extend(data for _topic, data in subscriber.poll())
         return out
 
-    def publish(self, topic: str, events: Sequence[Event]) -> None:
-        make = self.broker.zeek.Event
-        for event in events:
-            self.endpoint.publish(topic, make(event.name, *event.args))
+    def decode(self, message: Any) -> tuple[Any, ...]:
+        return self.decoder.decode(message)
 
-    def verdict_args(self, rows: pd.DataFrame) -> list[tuple[Any, ...]]:
-        return verdict_records(self.broker, rows)
+    def capped(self) -> dict[str, int]:
+        return dict(self.decoder.capped)
+
+    def _topic(self, topic: str) -> Any:
+        found = self._topics.get(topic)
+        if found is None:
+            found = self._topics[topic] = self.broker.Topic(topic)
+        return found
+
+    def verdict_messages(self, topic: str, event: str, rows: pd.DataFrame) -> list[Any]:
+        t = self._topic(topic)
+        return [(t, data) for data in self.encoder.verdict_events(event, rows)]
+
+    def ack_message(self, topic: str, event: str, uids: Sequence[str]) -> Any:
+        return (self._topic(topic), self.encoder.ack_event(event, uids))
+
+    def publish(self, messages: Sequence[Any]) -> None:
+        if messages:
+            self._publish_batch(self.endpoint, self._pairs(list(messages)))
+
+    def backlog(self) -> int:
+        return sum(s.available() for s in self.subscribers)
+
+    def statuses(self) -> list[str]:
+        if self.status_subscriber is None or not self.status_subscriber.available():
+            return []
+        return [str(s) for s in self.status_subscriber.poll()]
+
+    def peer_count(self) -> int:
+        if self.endpoint is None:
+            return 0
+        peered = self.broker.PeerStatus.Peered
+        return sum(1 for p in self.endpoint.peers() if p.status == peered)
 
     def connected(self) -> bool:
-        if self.endpoint is None:
-            return False
-        peered = self.broker.PeerStatus.Peered
-        return any(p.status == peered for p in self.endpoint.peers())
+        return self.peer_count() > 0
 
     def describe(self) -> str:
         if self.listen_at is not None:
@@ -151,3 +200,4 @@ class BrokerTransport:
         if self.endpoint is not None:
             self.endpoint.shutdown()
             self.endpoint = None
+            self.status_subscriber = None
