@@ -81,10 +81,14 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until true; a file it reads that does not exist yet is "not yet"."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except FileNotFoundError:
+            pass
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
