@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT, need, run_cli
+from tests.conftest import ROOT, SAMPLE_LOGS, TEST_DATA, need, run_cli
 from zeek_ml.evaluate import (
     binary_metrics,
     false_positive_sources,
@@ -24,6 +24,12 @@ from zeek_ml.evaluate import (
 from zeek_ml.features import FEATURE_SPEC, FEATURE_SPEC_V2
 
 SMALL = ("CTU-Honeypot-Capture-4-1", "001-zeek-scenario-malicious", "010-zeek-mixed")
+CAPTURES = {
+    "CTU-Honeypot-Capture-4-1": TEST_DATA / "ctu" / "CTU-Honeypot-Capture-4-1.conn.log.labeled.gz",
+    "001-zeek-scenario-malicious": SAMPLE_LOGS / "001-zeek-scenario-malicious.labeled-conn.log.gz",
+    "010-zeek-mixed": TEST_DATA / "ctu" / "010-zeek-mixed.conn.log.labeled.gz",
+}
+"""The small labelled captures, shipped (tests/data/README.md, sample_logs/README.md): as in ../shared."""
 
 
 @settings(max_examples=60, deadline=None)
@@ -53,17 +59,17 @@ def test_binary_metrics_hand_checked() -> None:
     assert np.isnan(only_benign["roc_auc"]) and only_benign["benign_fpr"] == 0.25
 
 
-def test_background_is_not_a_label(shared_data: Path) -> None:
-    path = shared_data / "zeek_labeled" / "001-zeek-scenario-malicious.labeled-conn.log.gz"
+def test_background_is_not_a_label() -> None:
+    path = CAPTURES["001-zeek-scenario-malicious"]
     cap = load_labelled(str(path))
     assert cap.n_background == 739 and len(cap.y) == 253 and cap.y.sum() == 244
     assert cap.X2.shape == (253, len(FEATURE_SPEC_V2)) and cap.X1.shape == (253, len(FEATURE_SPEC))
     np.testing.assert_array_equal(cap.X2[:, : len(FEATURE_SPEC)], cap.X1)
 
 
-def test_loco_never_lets_a_capture_choose_its_own_threshold(shared_data: Path) -> None:
+def test_loco_never_lets_a_capture_choose_its_own_threshold() -> None:
     pytest.importorskip("torch")
-    caps = [load_labelled(str(next((shared_data / "zeek_labeled").glob(f"{n}*")))) for n in SMALL]
+    caps = [load_labelled(str(CAPTURES[n])) for n in SMALL]
     oof: dict = {}
     res = loco(
         caps, kinds=("logreg", "ours"), specs=(FEATURE_SPEC_V2,), epochs=1, max_train_rows=400, oof_out=oof,
@@ -85,8 +91,8 @@ def test_loco_never_lets_a_capture_choose_its_own_threshold(shared_data: Path) -
     json.dumps(res, allow_nan=False)  # strict JSON
 
 
-def test_false_positive_sources_group_the_benign_rows_over_threshold(shared_data: Path) -> None:
-    cap = load_labelled(str(shared_data / "zeek_labeled" / "011-zeek-mixed.conn.log.labeled.gz"))
+def test_false_positive_sources_group_the_benign_rows_over_threshold() -> None:
+    cap = load_labelled(str(CAPTURES["010-zeek-mixed"]))
     benign = cap.keys[cap.y == 0]
     top_dst = benign["id.resp_h"].value_counts().index[0]
     # flag every benign row to the busiest benign destination, and one malicious row (not a false positive)
@@ -105,10 +111,10 @@ def test_false_positive_sources_group_the_benign_rows_over_threshold(shared_data
     assert false_positive_sources([cap], [scores], [1.0])["groups"] == []
 
 
-def test_leave_family_out_scores_each_family_it_left_out(shared_data: Path) -> None:
+def test_leave_family_out_scores_each_family_it_left_out() -> None:
     from zeek_ml.train import FAMILIES, family_of
 
-    caps = [load_labelled(str(next((shared_data / "zeek_labeled").glob(f"{n}*")))) for n in SMALL]
+    caps = [load_labelled(str(CAPTURES[n])) for n in SMALL]
     counts = {f: 0 for f in FAMILIES}
     per_cap: dict = {}
     for c in caps:
@@ -129,9 +135,9 @@ def test_leave_family_out_scores_each_family_it_left_out(shared_data: Path) -> N
     json.dumps(res, allow_nan=False)
 
 
-def test_loco_command_with_leave_family_out_writes_both_tables(shared_data: Path, tmp_path: Path) -> None:
+def test_loco_command_with_leave_family_out_writes_both_tables(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    data = [str(next((shared_data / "zeek_labeled").glob(f"{n}*"))) for n in SMALL]
+    data = [str(CAPTURES[n]) for n in SMALL]
     r = run_cli(
         "train", "--loco", *data, "--models", "logreg", "--specs", "conn-v2", "--max-train-rows", "600",
         "--leave-family-out", "--report", str(tmp_path), timeout=600,
@@ -145,7 +151,7 @@ def test_loco_command_with_leave_family_out_writes_both_tables(shared_data: Path
     assert "Leave-one-attack-family-out" in md and "| logreg+temporal |" in md
 
 
-def test_evaluate_reproduces_the_shipped_cards_numbers(shared_data: Path, tmp_path: Path) -> None:
+def test_evaluate_reproduces_the_shipped_cards_numbers(tmp_path: Path) -> None:
     """The card's ``zeek-ml evaluate`` table is what the command prints for the shipped file."""
     card = json.loads((ROOT / "models" / "conn-cnn-v2.json").read_text())
     model = ROOT / "models" / "conn-cnn-v2.onnx"
@@ -153,7 +159,7 @@ def test_evaluate_reproduces_the_shipped_cards_numbers(shared_data: Path, tmp_pa
 
     assert card["onnx_sha256"] == sha256_file(model)  # the card describes this very file
     shipped = card["shipped_evaluate"]
-    data = [str(next((shared_data / "zeek_labeled").glob(f"{n}*"))) for n in SMALL]
+    data = [str(CAPTURES[n]) for n in SMALL]
     r = run_cli("evaluate", str(model), *data, "-o", str(tmp_path), "--no-plots")
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "report.json").read_text())
@@ -174,8 +180,8 @@ def _renamed_label_copy(src: Path, dst: Path, new: str) -> None:
     dst.write_text("\n".join(lines))
 
 
-def test_evaluate_command_writes_table_report_and_figures(shared_data: Path, tmp_path: Path) -> None:
-    src = shared_data / "zeek_labeled" / "010-zeek-mixed.conn.log.labeled.gz"
+def test_evaluate_command_writes_table_report_and_figures(tmp_path: Path) -> None:
+    src = CAPTURES["010-zeek-mixed"]
     data = tmp_path / "010-renamed.conn.log"
     _renamed_label_copy(src, data, "truth")
     out = tmp_path / "report"

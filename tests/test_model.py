@@ -151,10 +151,10 @@ def v2():
 
 @pytest.fixture(scope="module")
 def lab_rows():
-    from tests.conftest import DATA, need_shared
+    from tests.conftest import TEST_DATA
 
-    path = need_shared(DATA / "zeek_labeled" / "lab-namespaces-2026.part1.conn.log.labeled.gz")
-    return read_frames([str(path)]).head(4000).reset_index(drop=True)
+    path = TEST_DATA / "lab" / "lab-namespaces-2026.part1.head4000.conn.log.labeled.gz"
+    return read_frames([str(path)]).reset_index(drop=True)
 
 
 def test_v2_metadata_and_threshold_table(v2) -> None:

@@ -253,7 +253,7 @@ def test_feeding_in_any_chunks_of_lines_gives_the_same_records() -> None:
 def test_make_parser_chooses_by_content(shared_data: Path) -> None:
     ctx = _Context(RejectLog(), ReadStats(), 1 << 20, True, None)
     tsv = (SAMPLE_LOGS / "ssh_sshguess.conn.log").read_bytes()[:4096]
-    zeek_json = (shared_data / "zeek_unlabeled/zeek7_real/ssh_sshguess.conn.json.log").read_bytes()[:4096]
+    zeek_json = (SAMPLE_LOGS / "ssh_sshguess.conn.json.log").read_bytes()[:4096]
     array = (shared_data / "suricata_eve/suricata-sample-data/samples__honeypot-2018__alerts-only.json").read_bytes()
     assert isinstance(make_parser("conn.log", tsv, ctx), _TsvParser)
     assert isinstance(make_parser("conn.json", zeek_json, ctx), _JsonParser)

@@ -9,18 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import DATA, SAMPLE_LOGS, need_shared
+from tests.conftest import SAMPLE_LOGS, TEST_DATA
 from zeek_ml.temporal import FAILED_STATES, TEMPORAL_NAMES, HostContext
 from zeek_ml.zeeklog import read_frames
 
-# real lab capture (nmap scans, hydra brute force, ordinary traffic), first rows in log order
-LAB = "lab-namespaces-2026.part1.conn.log.labeled.gz"
+# real lab capture (an nmap SYN scan, then a connect scan), first rows in log order
+LAB = TEST_DATA / "lab" / "lab-namespaces-2026.part1.head4000.conn.log.labeled.gz"
 
 
 @pytest.fixture(scope="module")
 def lab() -> pd.DataFrame:
-    path = need_shared(DATA / "zeek_labeled" / LAB)
-    return read_frames([str(path)]).head(3000).reset_index(drop=True)
+    return read_frames([str(LAB)]).head(3000).reset_index(drop=True)
 
 
 def test_batches_and_checkpoints_give_the_one_shot_answer(lab: pd.DataFrame) -> None:

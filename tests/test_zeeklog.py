@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import TEST_DATA
+from tests.conftest import SAMPLE_LOGS, TEST_DATA
 from zeek_ml.zeeklog import (
     CONN_FIELDS,
     MalformedLineError,
@@ -76,9 +76,12 @@ def strip_stamps(text: str) -> list[str]:
 
 # --------------------------------------------------------------------------- real Zeek 7 output
 
+ZEEK7 = SAMPLE_LOGS
+"""A real Zeek 7.0.11's logs of Zeek's own test traces (sample_logs/README.md)."""
 
-def test_real_zeek7_tsv_reads_and_writes_back_byte_identical(shared_data: Path, tmp_path: Path) -> None:
-    src = shared_data / "zeek_unlabeled/zeek7_real/ssh_sshguess.conn.log"
+
+def test_real_zeek7_tsv_reads_and_writes_back_byte_identical(tmp_path: Path) -> None:
+    src = ZEEK7 / "ssh_sshguess.conn.log"
     frame = read_frames(src)
     assert len(frame) == 11
     assert frame["uid"].iloc[0] == "CVixezF5acz1w3jb2"
@@ -90,24 +93,24 @@ def test_real_zeek7_tsv_reads_and_writes_back_byte_identical(shared_data: Path, 
     assert out.read_text().splitlines()[-1].startswith("#close\t")
 
 
-def test_real_zeek7_json_and_tsv_agree(shared_data: Path) -> None:
-    tsv = read_frames(shared_data / "zeek_unlabeled/zeek7_real/ssh_sshguess.conn.log")
-    js = read_frames(shared_data / "zeek_unlabeled/zeek7_real/ssh_sshguess.conn.json.log")
+def test_real_zeek7_json_and_tsv_agree() -> None:
+    tsv = read_frames(ZEEK7 / "ssh_sshguess.conn.log")
+    js = read_frames(ZEEK7 / "ssh_sshguess.conn.json.log")
     for column in ("ts", "id.orig_h", "id.resp_p", "orig_bytes", "conn_state", "history", "local_orig"):
         assert list(tsv[column]) == list(js[column]), column
     assert np.allclose(tsv["duration"], js["duration"], atol=1e-6)
 
 
-def test_iso8601_json_ts(shared_data: Path) -> None:
-    frame = read_frames(shared_data / "zeek_unlabeled/zeek7_real/http_bro.org.conn.iso8601.json.log")
+def test_iso8601_json_ts() -> None:
+    frame = read_frames(ZEEK7 / "http_bro.org.conn.iso8601.json.log")
     assert frame["ts"].iloc[0] == pytest.approx(1389719042.006633, abs=1e-6)  # 2014-01-14T17:04:02.006633Z
     assert frame["tunnel_parents"].isna().all()  # omitted in JSON: unset
 
 
-def test_rotated_directory_reads_in_time_order(shared_data: Path) -> None:
-    files = expand_sources([shared_data / "zeek_unlabeled/zeek7_real/rotated"])
+def test_rotated_directory_reads_in_time_order() -> None:
+    files = expand_sources([ZEEK7 / "rotated"])
     assert [Path(f).name for f in files] == ["conn.2015-03-30-14-45-02.log", "conn.2015-03-30-14-45-30.log", "conn.log"]
-    frame = read_frames(shared_data / "zeek_unlabeled/zeek7_real/rotated")
+    frame = read_frames(ZEEK7 / "rotated")
     assert frame["ts"].is_monotonic_increasing
     assert frame["uid"].is_unique
 
