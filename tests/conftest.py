@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,6 +70,17 @@ def shared_data() -> Path:
 @pytest.fixture
 def zeek() -> str:
     return need_zeek()
+
+
+@pytest.fixture(scope="module")
+def broker() -> Any:
+    """Broker's Python bindings (as ``zeek-ml broker`` finds them): skip without them, fail in CI."""
+    from zeek_ml.broker.bindings import BrokerUnavailable, import_broker
+
+    try:
+        return import_broker()
+    except BrokerUnavailable as e:
+        need(False, str(e))
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:

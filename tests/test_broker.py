@@ -26,20 +26,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, SAMPLE_LOGS, need
+from tests.conftest import ROOT, SAMPLE_LOGS
 from zeek_ml.verdicts import ACK_EVENT, ACK_TOPIC, CONN_EVENT, CONN_TOPIC, VERDICT_EVENT, VERDICT_FIELDS, VERDICT_TOPIC
 
 MALICIOUS = SAMPLE_LOGS / "001-zeek-scenario-malicious.labeled-conn.log.gz"
-
-
-@pytest.fixture(scope="module")
-def broker() -> Any:
-    from zeek_ml.broker.bindings import BrokerUnavailable, import_broker
-
-    try:
-        return import_broker()
-    except BrokerUnavailable as e:
-        need(False, str(e))
 
 
 @pytest.fixture(scope="module")

@@ -25,22 +25,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import need, run_cli
+from tests.conftest import run_cli
 from tests.test_broker import MALICIOUS, Zeekish, differing, free_port, running, score_offline
 from zeek_ml.verdicts import CONN_EVENT, CONN_FIELDS, CONN_TOPIC
 from zeek_ml.zeeklog.schema import MAX_VALUE_CHARS
 
 FIELD = {f.name: i for i, f in enumerate(CONN_FIELDS)}
-
-
-@pytest.fixture(scope="module")
-def broker() -> Any:
-    from zeek_ml.broker.bindings import BrokerUnavailable, import_broker
-
-    try:
-        return import_broker()
-    except BrokerUnavailable as e:
-        need(False, str(e))
 
 
 @pytest.fixture(scope="module")
