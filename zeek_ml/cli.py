@@ -10,19 +10,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from zeek_ml import __version__
+from zeek_ml.api import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported: bench scripts name it
+from zeek_ml.api import default_model_path, shipped_model_candidates
 
 OUTPUT_FORMATS = ("auto", "tsv", "json", "eve")
 """``--format``: ``auto`` writes notices the way the input is written (see ``zeek_ml.sinks.match_sensor``)."""
 JSON_TS_CHOICES = ("auto", "epoch", "iso8601", "millis")
-
-DEFAULT_MODEL = "conn-cnn-v2"
-"""The shipped model's file name, without ``.onnx``."""
 
 EXIT_INPUT = 2
 EXIT_MODEL = 3
@@ -35,33 +35,6 @@ class CliError(Exception):
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
-
-
-def default_model_path() -> Path:
-    """``$ZEEK_ML_MODEL``, else the shipped model: the source tree this code runs from, else the install prefix.
-
-    Never the working directory: a ``./models/`` there is used only when named (``--model
-    models/x.onnx``), so a file dropped where zeek-ml happens to run cannot replace the model.
-    """
-    env = os.environ.get("ZEEK_ML_MODEL")
-    if env:
-        return Path(env)
-    return shipped_model_candidates()[0]
-
-
-def shipped_model_candidates() -> list[Path]:
-    """Where the shipped model is looked for, in order; the first that exists first."""
-    import site
-
-    name = f"{DEFAULT_MODEL}.onnx"
-    source_tree = Path(__file__).resolve().parent.parent
-    candidates = []
-    if (source_tree / "pyproject.toml").is_file():  # running from a checkout (or an editable install)
-        candidates.append(source_tree / "models" / name)
-    candidates.append(Path(sys.prefix) / "share" / "zeek-ml" / "models" / name)
-    candidates.append(Path(site.getuserbase()) / "share" / "zeek-ml" / "models" / name)  # pip install --user
-    found = [p for p in candidates if p.is_file()]
-    return found + [p for p in candidates if p not in found]
 
 
 def _load(path: str | None):
@@ -270,8 +243,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
                 stamp = pd.Timestamp(args.until)
                 until = (stamp if stamp.tzinfo else stamp.tz_localize("UTC")).timestamp()
-            except ValueError as e:
+            except (ValueError, OverflowError) as e:  # pandas' OutOfBoundsDatetime is a ValueError
                 raise CliError(f"--until {args.until}: not an epoch or ISO 8601 time", EXIT_INPUT) from e
+        if not (math.isfinite(until) and 0 <= until < 253402300800):  # 1970 .. 9999, as a log's ts
+            raise CliError(f"--until {args.until}: not a time between 1970 and 9999", EXIT_INPUT)
     if args.target_fpr is not None and not 0.0 < args.target_fpr < 1.0:
         raise CliError(f"--target-fpr {args.target_fpr}: must be between 0 and 1", EXIT_INPUT)
     if not args.suppress_for > 0 or not args.budget >= 0:
@@ -315,9 +290,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from zeek_ml.zeeklog import MalformedLineError
 
     if args.print_systemd_unit:
-        from importlib.resources import files
+        from zeek_ml.watch.systemd import systemd_unit
 
-        print(files("zeek_ml.watch").joinpath("zeek-ml-watch.service").read_text(), end="")
+        print(systemd_unit(), end="")
         return 0
     if not args.path or not args.output:
         raise CliError("watch needs PATH and -o/--output (or --print-systemd-unit)", EXIT_INPUT)
@@ -393,11 +368,27 @@ def cmd_broker(args: argparse.Namespace) -> int:
         )
     except BrokerUnavailable as e:
         raise CliError(str(e), EXIT_INPUT) from e
+    state_path = args.state or os.environ.get("ZEEK_ML_BROKER_STATE") or None
+    if state_path:  # a state file that cannot be written is said now, not after the first batch
+        from zeek_ml.safeio import AtomicOutput, OutputError
+
+        try:
+            AtomicOutput(state_path).discard()
+        except OutputError as e:
+            raise CliError(f"--state {e.filename}: {e.strerror}", EXIT_INPUT) from e
     sinks = {}
     if args.output:
         from zeek_ml.sinks import NoticeSink, file_writer
 
-        sinks["notice"] = NoticeSink(file_writer(args.output, fmt=args.format))
+        if args.output == "-":
+            sinks["notice"] = NoticeSink(file_writer("-", fmt=args.format))
+        else:  # appended to across restarts, as watch does: never truncated
+            from zeek_ml.watch.service import appending_writer
+
+            try:
+                sinks["notice"] = NoticeSink(appending_writer(args.output, fmt=args.format))
+            except OSError as e:
+                raise CliError(f"-o {e.filename or args.output}: {e.strerror or e}", EXIT_INPUT) from e
     options = BrokerOptions(
         conn_topic=args.conn_topic,
         verdict_topic=args.verdict_topic,
@@ -409,7 +400,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
         outbox_size=args.outbox_size,
         status_interval=args.status_interval,
         log_json=args.log_format == "json",
-        state_path=args.state,
+        state_path=state_path,
     )
     service = BrokerService(transport, model, options, sinks)
     import signal
@@ -440,9 +431,13 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from zeek_ml.connframe import MODEL_COLUMNS, describe_columns
+
     model = _load(args.model)
     if args.json:
-        print(json.dumps(model.card, indent=2, sort_keys=True))
+        card = dict(model.card)
+        card.setdefault("input_columns", describe_columns())
+        print(json.dumps(card, indent=2, sort_keys=True))
         return 0
     spec = model.spec
     print(f"model      {model.name} v{model.version}")
@@ -453,6 +448,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     for feature in spec.features:
         vocab = f" [{', '.join(feature.vocab)}]" if feature.vocab else ""
         print(f"  {feature.name:<28} {feature.kind}{vocab}")
+    print("input      conn.log columns (Zeek type; * required, the others may be absent = unset):")
+    for column in MODEL_COLUMNS:
+        mark = "*" if column.required else " "
+        print(f"  {column.name:<16}{mark} {column.zeek_type:<9} {column.meaning}")
     metrics = model.metrics or {}
     pooled = metrics.get("heldout_pooled") or metrics.get("pooled")
     if pooled:
@@ -734,6 +733,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `zeek-ml score ... -o - | head`: the reader had enough
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        files = [f for f in (getattr(args, n, None) for n in ("output", "all", "rejects")) if f and f != "-"]
+        if files:  # those are written only by a run that ends: say so rather than exit 0
+            _say(f"error: stdout was closed before the run ended (broken pipe); not written: {', '.join(files)}")
+            return EXIT_INPUT
         return 0
     except KeyboardInterrupt:
         return 130

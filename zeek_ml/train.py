@@ -1306,6 +1306,7 @@ def write_card_v2(result: dict, stem: str) -> None:
 
 def render_card_v2(r: dict, baselines_md: str | None) -> str:
     """Model card (Markdown) for conn-cnn-v2."""
+    from zeek_ml.connframe import columns_markdown
     from zeek_ml.evaluate import _metric_table
 
     ev = r["evaluation"]["loco"]
@@ -1343,6 +1344,7 @@ def render_card_v2(r: dict, baselines_md: str | None) -> str:
         "typical benign value (`zeek_ml.reference` in the metadata) and the score drop ranks the groups; the top "
         "three (drop >= 0.02) go to `msg` in words and to `zeek_ml.reasons`.",
         "",
+        *columns_markdown(),
         "## Intended use",
         "A triage signal for an analyst or Zeek's notice framework, per connection, with per-host context. Not a "
         "blocking control.",
