@@ -341,3 +341,33 @@ def test_decoder_never_raises_anything_else_and_what_it_accepts_scores(
     assert all(len(v) <= MAX_VALUE_CHARS for v in frame[["uid", "history"]].iloc[0] if isinstance(v, str))
     scores = scorer(frame).scores
     assert np.isfinite(scores).all()
+
+
+# --------------------------------------------------------------------------- files across restarts
+
+
+def test_notice_log_is_appended_across_restarts_and_a_bad_state_path_is_one_line(
+    broker: Any, tmp_path: Path, records: list[tuple[Any, ...]]
+) -> None:
+    """``-o`` keeps the notices of earlier runs (a restart used to truncate it); ``--state`` in a missing
+    directory is refused at start, exit 2, before anything is received."""
+    notice = tmp_path / "notice.log"
+    wanted: list[str] = []
+    for run in range(2):
+        port = free_port()
+        part = records[run * 30 : (run + 1) * 30]
+        with running(tmp_path, "--listen", f"127.0.0.1:{port}", "--threshold", "0", "-o", str(notice)) as service:
+            zeek = Zeekish(broker)
+            zeek.peer(port)
+            zeek.publish(part)
+            zeek.collect(until={r[FIELD["uid"]] for r in part}, verdicts=True)
+            service.stop()
+            zeek.close()
+        wanted += [r[FIELD["uid"]] for r in part]
+        lines = notice.read_text().splitlines()
+        assert sum(line.startswith("#fields") for line in lines) == 1  # one header, the file never started again
+        uids = [line.split("\t")[1] for line in lines if not line.startswith("#")]
+        assert uids == wanted
+    bad = run_cli("broker", "--listen", "127.0.0.1:0", "--state", str(tmp_path / "missing" / "state.json"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "--state" in bad.stderr and "missing" in bad.stderr and "Traceback" not in bad.stderr

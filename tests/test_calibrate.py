@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
 from zeek_ml.calibrate import PATTERN_FIELDS, PROFILE_FORMAT, ProfileError, SiteProfile, calibrate_logs
 from zeek_ml.model import load_model
 
@@ -109,3 +109,12 @@ def test_cli_calibrate_then_score_with_the_profile(shared_data, tmp_path) -> Non
     assert bad.returncode == 2 and "--profile" in bad.stderr
     bad = run_cli("score", *held, "-o", str(tmp_path / "e.log"), "--local-nets", "10.0.0.0/99")
     assert bad.returncode == 2 and "--local-nets" in bad.stderr
+
+
+@pytest.mark.parametrize("until", ["99999999999999999999", "nan", "1e400", "-5", "yesterday"])
+def test_until_out_of_range_is_bad_usage(until: str, tmp_path) -> None:
+    res = run_cli(
+        "calibrate", str(SAMPLE_LOGS / "ssh_sshguess.conn.log"), "-o", str(tmp_path / "c.json"), "--until", until
+    )
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--until" in res.stderr, res.stderr
+    assert not (tmp_path / "c.json").exists()

@@ -426,3 +426,101 @@ def test_a_log_written_as_it_goes_never_follows_a_link(tmp_path: Path) -> None:
     assert len(read_frames(tmp_path / "live.log")) == 11  # readable before the writer closes
     live.close()
     assert (tmp_path / "live.log").read_text().splitlines()[-1].startswith("#close\t")
+
+
+@pytest.mark.parametrize("option", ["-o", "--all"])
+def test_stdout_redirected_into_an_input_is_refused(tmp_path: Path, option: str) -> None:
+    """``zeek-ml score conn.log --all - >> conn.log`` would read its own output for ever."""
+    conn = tmp_path / "conn.log"
+    shutil.copy(CONN, conn)
+    before = conn.read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    outputs = ["-o", "-"] if option == "-o" else ["-o", str(tmp_path / "notice.log"), "--all", "-"]
+    with open(conn, "ab") as stdout:
+        res = subprocess.run(
+            [sys.executable, "-m", "zeek_ml", "score", str(conn), *outputs],
+            stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, timeout=60,
+        )  # fmt: skip
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "stdout is redirected into this input" in res.stderr and f"({option})" in res.stderr
+    assert conn.read_bytes() == before
+
+
+@pytest.mark.parametrize("with_file", [False, True])
+def test_a_reader_that_stops_early_is_fine_unless_a_file_output_is_lost(tmp_path: Path, with_file: bool) -> None:
+    """``score ... -o - | head``: exit 0; with ``--all FILE`` as well, that file is never written, so say it."""
+    lines = CONN.read_bytes().splitlines(keepends=True)
+    header = [ln for ln in lines if ln.startswith(b"#") and not ln.startswith(b"#close")]
+    rows = [ln for ln in lines if not ln.startswith(b"#")]
+    big = tmp_path / "conn.log"
+    big.write_bytes(b"".join(header) + b"".join(rows) * 3000)  # 33,000 rows: far more than a pipe holds
+    every = tmp_path / "all.log"
+    extra = ["--all", str(every)] if with_file else []
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zeek_ml", "score", str(big), "-o", "-", "--no-aggregate", "--threshold", "0", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(100).startswith(b"#separator")
+    proc.stdout.close()  # the reader had enough
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=120)
+    if with_file:
+        assert code == 2 and err.count("\n") == 1 and "broken pipe" in err and str(every) in err, err
+        assert not every.exists()
+    else:
+        assert code == 0 and "Traceback" not in err, err
+
+
+def test_a_failure_making_one_output_durable_replaces_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EDQUOT or EIO at the fsync of the second output (NFS reports quota there): neither target is replaced.
+    The fault is injected into ``os.fsync`` as seen by zeek_ml.safeio; everything else is the real run."""
+    import errno as errno_
+
+    from zeek_ml.cli import _load
+    from zeek_ml.score import score_logs
+
+    notice, every = tmp_path / "notice.log", tmp_path / "all.log"
+    notice.write_text("OLD NOTICES\n")
+    every.write_text("OLD ALL\n")
+    calls = {"n": 0}
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat_is_file(fd):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(errno_.EDQUOT, "Disk quota exceeded")
+        real(fd)
+
+    def stat_is_file(fd: int) -> bool:
+        import stat
+
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+
+    monkeypatch.setattr(safeio.os, "fsync", fsync)
+    with pytest.raises(safeio.OutputError, match="quota"):
+        score_logs([str(CONN)], _load(None), str(notice), all_out=str(every), progress=False)
+    assert calls["n"] == 2
+    assert notice.read_text() == "OLD NOTICES\n" and every.read_text() == "OLD ALL\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.log", "notice.log"]  # no temporary file left
+
+
+def test_a_named_pipe_as_input_is_read_whole(tmp_path: Path) -> None:
+    """``zeek-ml score <(zcat conn.log.gz)``: the format is not sniffed from the pipe (that lost its first
+    bytes: 'data before any #fields header'); the rows are the file's."""
+    fifo = tmp_path / "conn.fifo"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zeek_ml", "score", str(fifo), "-o", str(tmp_path / "n.log"), "--all",
+         str(tmp_path / "all.log"), "-q", "--summary-json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    with open(fifo, "wb") as writer:  # blocks until zeek-ml opens it
+        writer.write(CONN.read_bytes())
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["records"] == 11
+    assert len(read_frames([str(tmp_path / "all.log")])) == 11

@@ -555,3 +555,41 @@ def test_a_checkpoint_that_is_not_json_is_one_line_exit_2(tmp_path: Path) -> Non
     assert res.stderr.strip().splitlines()[-1].startswith("zeek-ml: error:")
     assert "not a checkpoint" in res.stderr
     no_traceback(res.stderr)
+
+
+def test_json_lines_never_go_into_a_tsv_log_left_by_an_earlier_run(tmp_path: Path) -> None:
+    """The sensor switched to JSON: the TSV notice log of the earlier run is moved aside, not appended to."""
+    from zeek_ml.watch.durable import AppendLog
+
+    path = tmp_path / "notice.log"
+    tsv = (SAMPLE_LOGS / "ssh_sshguess.conn.log").read_bytes()
+    path.write_bytes(tsv)
+    out = AppendLog(str(path))  # JSON lines: no header
+    assert out.moved_aside is not None and Path(out.moved_aside).read_bytes() == tsv
+    out.write(b'{"ts":1.0}\n')
+    out.drain()
+    out.close()
+    assert path.read_bytes() == b'{"ts":1.0}\n'
+    again = AppendLog(str(path))  # our own JSON lines are kept and appended to
+    assert again.moved_aside is None
+    again.write(b'{"ts":2.0}\n')
+    again.drain()
+    again.close()
+    assert path.read_bytes() == b'{"ts":1.0}\n{"ts":2.0}\n'
+
+
+@pytest.mark.parametrize("name", ["conn.log", "conn.notice.log", "log-queue/conn.zeek-ml.log"])
+def test_an_output_the_watcher_would_read_back_is_refused(tmp_path: Path, name: str) -> None:
+    """``-o`` naming the live log (it used to move Zeek's log aside and follow its own notices) or a name the
+    follower takes for a rotated conn log: one line, exit 2, Zeek's log untouched."""
+    logs = tmp_path / "logs"
+    (logs / "log-queue").mkdir(parents=True)
+    live = logs / "conn.log"
+    shutil.copy(SAMPLE_LOGS / "ssh_sshguess.conn.log", live)
+    before = live.read_bytes()
+    res = run_cli("watch", str(live), "-o", str(logs / name), "--exit-when-idle", "1", timeout=60)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "would read its own output" in res.stderr and name in res.stderr
+    assert live.read_bytes() == before
+    assert sorted(p.name for p in logs.iterdir()) == ["conn.log", "log-queue"]
+    assert not any((logs / "log-queue").iterdir())

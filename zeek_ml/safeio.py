@@ -144,16 +144,27 @@ class AtomicOutput:
         return OutputError(e.errno or errno.EIO, f"cannot write: {_cause(e)}; nothing was written there", self.path)
 
     # ------------------------------------------------------------------ end
-    def commit(self) -> None:
-        """Make the file durable and rename it into place; on any failure remove it and raise OutputError."""
-        if self.done:
+    def prepare(self) -> None:
+        """Make the temporary file durable (flush, fsync, close), so that :meth:`commit` only renames:
+        a caller with several outputs prepares them all, then commits them all, and a failure (a full
+        disk or quota at the fsync) replaces none of them. On failure: removed, OutputError."""
+        if self.done or self._file is None:
             return
-        assert self._file is not None
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+        except OSError as e:
+            self.discard()
+            raise self._error(e) from e
+
+    def commit(self) -> None:
+        """Make the file durable and rename it into place; on any failure remove it and raise OutputError."""
+        if self.done:
+            return
+        self.prepare()
+        try:
             os.replace(self.temp_name, self.name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
         except OSError as e:
             self.discard()
@@ -227,6 +238,11 @@ class StreamOutput:
 
     def writable(self) -> bool:
         return not self.done
+
+    def prepare(self) -> None:
+        """Flush what is left (a stream has nothing to make durable apart)."""
+        if not self.done:
+            self.flush()
 
     def commit(self) -> None:
         """Flush what is left (and close a device or FIFO we opened)."""
@@ -382,6 +398,13 @@ def check_outputs(outputs: Mapping[str, PathLike | None], inputs: Iterable[PathL
         path = os.fspath(out)
         if path == "-":
             key: tuple[int, int] | str = "-"
+            st = _fd_stat(1)  # stdout redirected into an input (``>> conn.log``) would feed the run itself
+            if st is not None and stat.S_ISREG(st.st_mode):
+                for name, ist in input_stats:
+                    if _same(st, ist):
+                        raise OutputError(
+                            errno.EEXIST, f"stdout is redirected into this input; refusing to write it ({option})", name
+                        )
         else:
             try:
                 st = os.stat(path)

@@ -137,6 +137,8 @@ def score_logs(
                 "local_discovery": local_discovery,
             },
         )
+        for out in outputs:  # all made durable first: a failure there replaces none of the targets
+            out.prepare()
         for out in outputs:
             out.commit()
     except BaseException:

@@ -164,7 +164,7 @@ class AppendLog:
                 raise OSError(errno.ELOOP, "is a symbolic link; zeek-ml does not write through links", self.path)
             if st is not None and not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "is not a regular file", self.path)
-            if self.header and st is not None and st.st_size > 0:
+            if st is not None and st.st_size > 0:
                 self._check_existing()
             self.fd = os.open(self.path, OPEN_FLAGS, 0o644)
         except OSError as e:
@@ -176,13 +176,18 @@ class AppendLog:
                 self.unwritten[:0] = self.header
 
     def _check_existing(self) -> None:
-        """Keep an existing file with our header; restart a torn header; move aside any other."""
+        """Keep an existing file with our header; restart a torn header; move aside any other (for lines
+        without a header, JSON, a file that starts with one: a TSV log, never to be mixed with JSON lines)."""
         fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             existing = os.read(fd, len(self.header) + 65536)
         finally:
             os.close(fd)
-        if _torn_header(existing, self.header):
+        if not self.header:
+            if existing.startswith(b"#"):
+                self.moved_aside = _aside_name(self.path)
+                os.replace(self.path, self.moved_aside)
+        elif _torn_header(existing, self.header):
             os.truncate(self.path, 0)  # a header cut short: no data line, nobody has read a row
         elif not _same_header(existing, self.header):
             self.moved_aside = _aside_name(self.path)

@@ -19,6 +19,7 @@ or deleted outputs are noticed at the next write anyway).
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import json
 import os
@@ -38,7 +39,7 @@ import pandas as pd
 from zeek_ml.pipeline import Scorer
 from zeek_ml.sinks import EnrichedSink, build_notice_sink, enriched_fields, match_sensor
 from zeek_ml.watch.durable import AppendLog, is_disk_full, read_json, write_json_atomic
-from zeek_ml.watch.tail import LogFollower, Segment
+from zeek_ml.watch.tail import LogFollower, Segment, rotated_patterns
 from zeek_ml.zeeklog.reader import MalformedLineError, ReadStats, RejectLog, _Context, make_parser, sniff_format
 from zeek_ml.zeeklog.writer import ZeekLogWriter, zeek_time_string
 
@@ -299,6 +300,37 @@ class Watcher:
             self.metrics.output_switches.inc()
         self.crash("output_switched")
 
+    def _refuse_outputs_among_inputs(self, live: str) -> None:
+        """An output (or the checkpoint) that is the live log, or that the follower would take for one of its
+        rotated files, would be read back as input (or move Zeek's log aside): a ValueError naming it."""
+        o = self.opts
+        named = {
+            "-o": o.notice_out,
+            "--all": o.all_out,
+            "--verdicts": o.verdicts_out,
+            "--rejects": o.rejects_out,
+            "--checkpoint": self.checkpoint_path,
+        }
+        live = os.path.abspath(live)
+        directory = os.path.dirname(live)
+        watched = {directory, os.path.join(directory, "log-queue")}
+        for entry in o.rotated_dirs or []:
+            watched.update(os.path.abspath(d) for d in glob.glob(entry))
+        patterns = rotated_patterns(live)
+        for option, path in named.items():
+            if not path or path == "-":
+                continue
+            full = os.path.abspath(path)
+            same = full == live
+            with contextlib.suppress(OSError):
+                same = same or os.path.samefile(full, live)
+            rotated = os.path.dirname(full) in watched and any(
+                fnmatch.fnmatchcase(os.path.basename(full), p) for p in patterns
+            )
+            if same or rotated:
+                what = "the log being watched" if same else f"named like a rotated {os.path.basename(live)}"
+                raise ValueError(f"{option} {path}: is {what}; zeek-ml would read its own output (choose another name)")
+
     # ------------------------------------------------------------------ run
     def run(self) -> int:
         """Follow, score and write until stopped; 0 on a clean stop (errors are raised, see the module)."""
@@ -306,6 +338,7 @@ class Watcher:
         live = self._wait_for_path()
         if live is None:
             return 0
+        self._refuse_outputs_among_inputs(live)
         self._resolve_format(live)
         self._start_metrics()
         self._remove_stale_temps()
@@ -726,6 +759,30 @@ def _where(segments: list[Segment]) -> str:
 
 def _close_line() -> bytes:
     return f"#close\t{zeek_time_string(time.time())}\n".encode()
+
+
+class FlushingLog(AppendLog):
+    """An :class:`AppendLog` written at each flush, for a service without a checkpoint (``zeek-ml broker -o``)."""
+
+    def flush(self) -> None:
+        self.drain()
+
+
+def appending_writer(
+    path: str, fmt: str = "tsv", json_ts: str = "epoch", on_event: Callable[[str, dict[str, Any]], None] | None = None
+) -> Callable[[str, Any], ZeekLogWriter]:
+    """A writer factory that appends to ``path`` across restarts (its header written only to a new file; a file
+    with another header or format moved aside), as ``watch`` writes its outputs: never truncated, never through
+    a link, followed through logrotate."""
+
+    def make(zeek_path: str, fields: Any) -> ZeekLogWriter:
+        probe = ZeekLogWriter(_Null(), zeek_path, fields, fmt=fmt, json_ts=json_ts, header=False)
+        out = FlushingLog(
+            path, header=probe.header_bytes(), trailer=_close_line if fmt == "tsv" else b"", on_event=on_event
+        )
+        return ZeekLogWriter(out, zeek_path, fields, fmt=fmt, json_ts=json_ts, header=False, close_line=False)
+
+    return make
 
 
 class _Null:

@@ -269,6 +269,8 @@ def sniff_format(path: str) -> tuple[str, str] | None:
             head = _stdin_text_head()
         except SourceError:
             return None
+    elif not os.path.isfile(path):  # a FIFO or process substitution: reading it here would lose the bytes
+        return None
     else:
         try:
             with _open_binary(path) as f:
