@@ -593,3 +593,38 @@ def test_an_output_the_watcher_would_read_back_is_refused(tmp_path: Path, name: 
     assert live.read_bytes() == before
     assert sorted(p.name for p in logs.iterdir()) == ["conn.log", "log-queue"]
     assert not any((logs / "log-queue").iterdir())
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_line_without_end_is_rejected_and_skipped_without_being_held(tmp_path: Path) -> None:
+    """96 MiB with no newline in the live log (a corrupt write): one rejected line, memory stays flat (the
+    watcher held the whole line, copied at every read, before), and the rows after it are scored."""
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir()
+    out.mkdir()
+    err = out / "watch.err"
+    live = logs / "conn.log"
+    a, b = rows("a", 5), rows("b", 5, 5)
+    live.write_bytes(header("2015-03-30-14-45-02") + b"".join(a))
+    watcher = start(watch_cmd(logs, out, "--rejects", str(out / "rejects.json")), err)
+    try:
+        wait_for(lambda: uids_in(out / "all.log") == uids_of(a), what="the first rows")
+        with open(live, "ab") as f:
+            for _ in range(96):
+                f.write(b"A" * (1 << 20))
+        append(live, [b"\n", *b])
+        wait_for(lambda: uids_in(out / "all.log") == uids_of(a + b), what="the rows after it")
+        peak = _peak_rss_mib(watcher.pid)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(timeout=60) == 0, text(err)
+    rejects = [json.loads(line) for line in (out / "rejects.json").read_text().splitlines()]
+    assert len(rejects) == 1 and rejects[0]["line"] == 8 + 5 + 1  # 8 header lines, 5 rows, then it
+    assert len(rejects[0]["raw"]) <= 200
+    assert peak < 300, f"peak RSS {peak:.0f} MiB"  # 194 MiB measured; the line alone is 96 MiB

@@ -40,7 +40,15 @@ from zeek_ml.pipeline import Scorer
 from zeek_ml.sinks import EnrichedSink, build_notice_sink, enriched_fields, match_sensor
 from zeek_ml.watch.durable import AppendLog, is_disk_full, read_json, write_json_atomic
 from zeek_ml.watch.tail import LogFollower, Segment, rotated_patterns
-from zeek_ml.zeeklog.reader import MalformedLineError, ReadStats, RejectLog, _Context, make_parser, sniff_format
+from zeek_ml.zeeklog.reader import (
+    MalformedLineError,
+    ReadStats,
+    RejectLog,
+    _Context,
+    _reject_long,
+    make_parser,
+    sniff_format,
+)
 from zeek_ml.zeeklog.writer import ZeekLogWriter, zeek_time_string
 
 CHECKPOINT_VERSION = 1
@@ -286,6 +294,9 @@ class Watcher:
         return make_parser(path, first_bytes, self.ctx)
 
     def _on_follower_event(self, kind: str, info: dict[str, Any]) -> None:
+        if kind == "line_too_long":  # a rejected line like any other (counted, --rejects, --strict)
+            _reject_long(self.ctx, info["file"], info["line"], info["head"], final=False)
+            return
         level = "warning" if kind in ("file_missing", "file_truncated", "file_corrupt") else "info"
         if kind == "file_missing":
             self.counts["missed_files"] += 1

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 from zeek_ml.zeeklog.reader import _Header, _open_binary
+from zeek_ml.zeeklog.schema import MAX_LINE_BYTES
 from zeek_ml.zeeklog.writer import zeek_time
 
 FINGERPRINT_BYTES = 4096
@@ -71,6 +72,8 @@ class TrackedFile:
     handle: IO[bytes] | None = field(default=None, repr=False)
     partial: bytes = field(default=b"", repr=False)
     parser: Any = field(default=None, repr=False)
+    skipping: bool = field(default=False, repr=False)
+    """Inside a line longer than MAX_LINE_BYTES (already rejected): bytes are dropped up to its newline."""
 
     def saved(self) -> dict[str, Any]:
         keep = ("path", "dev", "ino", "open_key", "fp_len", "fp_hash", "offset", "line", "header", "compressed")
@@ -301,6 +304,14 @@ class LogFollower:
             if size < cur.offset + len(cur.partial) or not self._same_start(cur):
                 self._truncated(cur, size)
         chunk = self._read_chunk(cur, budget)
+        if cur.skipping:  # the rest of an over-long line: dropped, never held
+            nl = chunk.find(b"\n")
+            cur.offset += len(chunk) if nl < 0 else nl + 1
+            if nl < 0:
+                return None
+            cur.line += 1
+            cur.skipping = False
+            chunk = chunk[nl + 1 :]
         buf = cur.partial + chunk
         if not buf:
             return None
@@ -309,14 +320,23 @@ class LogFollower:
             data, cur.partial = buf, b""  # the rotated file's last line, cut short
         else:
             data, cur.partial = buf[:cut], buf[cut:]
+        if len(cur.partial) > MAX_LINE_BYTES:  # a line with no end in sight: rejected now, then skipped
+            head, cur.partial = cur.partial[:200], b""
+            lines_before = data.count(b"\n")
+            self.on_event("line_too_long", {"file": cur.path, "line": cur.line + lines_before + 1, "head": head})
+            cur.skipping = True
+            skipped = len(buf) - cut
+        else:
+            skipped = 0
         if not data:
+            cur.offset += skipped
             return None
         first_line = cur.line + 1
         if cur.parser is None:
             cur.parser = self.make_parser(cur.path, data)
             if cur.header is not None and hasattr(cur.parser, "header"):
                 cur.parser.header = _Header(**cur.header)
-        cur.offset += len(data)
+        cur.offset += len(data) + skipped
         cur.line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
         self._refresh_fingerprint(cur)
         if not data.endswith(b"\n"):
