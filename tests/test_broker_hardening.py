@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import run_cli
+from tests.conftest import need, run_cli
 from tests.test_broker import MALICIOUS, Zeekish, differing, free_port, running, score_offline
 from zeek_ml.verdicts import CONN_EVENT, CONN_FIELDS, CONN_TOPIC
 from zeek_ml.zeeklog.schema import MAX_VALUE_CHARS
@@ -371,3 +372,42 @@ def test_notice_log_is_appended_across_restarts_and_a_bad_state_path_is_one_line
     bad = run_cli("broker", "--listen", "127.0.0.1:0", "--state", str(tmp_path / "missing" / "state.json"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "--state" in bad.stderr and "missing" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_full_disk_under_the_state_and_notice_log_is_waited_out(
+    broker: Any, tmp_path: Path, records: list[tuple[Any, ...]]
+) -> None:
+    """State file and notice log on a real 1 MiB tmpfs that fills up: the service says disk_full, holds the
+    batch (no verdict or ack leaves before its state is written), and once space is freed goes on: every
+    connection acknowledged and written once. It used to die at the first failed write."""
+    from tests.test_watch_faults import fill
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    need(res.returncode == 0, f"cannot mount a tmpfs at {mnt} (needs root): {res.stderr.strip()}")
+    try:
+        port = free_port()
+        args = ("--listen", f"127.0.0.1:{port}", "--threshold", "0", "--state", str(mnt / "state.json"))
+        with running(tmp_path, *args, "-o", str(mnt / "notice.log"), "--max-wait", "0.1") as service:
+            zeek = Zeekish(broker)
+            zeek.peer(port)
+            first, second = records[:20], records[20:60]
+            zeek.publish(first)
+            zeek.collect(until={r[FIELD["uid"]] for r in first}, verdicts=True)
+            filler = fill(mnt)
+            zeek.publish(second)
+            service.wait_for("disk_full")
+            zeek.collect(quiet=1.0)
+            assert len(zeek.acked) == len(first)  # held while the state cannot be written
+            filler.unlink()
+            service.wait_for("disk_ok")
+            zeek.collect(until={r[FIELD["uid"]] for r in first + second}, verdicts=True)
+            counts = service.stop()
+            zeek.close()
+        assert counts["scored"] == 60 and "Traceback" not in service.text()
+        lines = (mnt / "notice.log").read_text().splitlines()
+        uids = [line.split("\t")[1] for line in lines if not line.startswith("#")]
+        assert uids == [r[FIELD["uid"]] for r in first + second]  # each once, in order
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -71,7 +71,7 @@ from zeek_ml.verdicts import (
     VERDICT_TOPIC,
     verdict_rows,
 )
-from zeek_ml.watch.durable import read_json, write_json_atomic
+from zeek_ml.watch.durable import is_disk_full, read_json, write_json_atomic
 from zeek_ml.zeeklog.schema import MAX_VALUE_CHARS
 
 STATE_ENV = "ZEEK_ML_BROKER_STATE"
@@ -220,6 +220,29 @@ class BrokerService:
             },
         )
 
+    def _durably(self, write: Any, what: str) -> None:
+        """``write()``, waiting out a full disk or quota (logged, retried with a backoff of 0.25 s doubling to
+        5 s; the batch's verdicts wait with it) as ``watch`` does; any other error, or a stop while the disk
+        is full, is raised."""
+        delay, since, said = 0.25, time.monotonic(), 0.0
+        while True:
+            try:
+                write()
+            except OSError as e:
+                if not is_disk_full(e) or self.stop_requested.is_set():
+                    raise
+                now = time.monotonic()
+                if not said or now - said >= 60:
+                    info = {"what": what, "file": e.filename, "error": e.strerror, "waited_s": round(now - since)}
+                    self.log("disk_full", info, "warning")
+                    said = now
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+                continue
+            if said:
+                self.log("disk_ok", {"what": what, "waited_s": round(time.monotonic() - since, 1)})
+            return
+
     # ------------------------------------------------------------------ log
     def log(self, event: str, info: dict[str, Any] | None = None, level: str = "info") -> None:
         """One line on stderr: ``zeek-ml broker: LEVEL: EVENT (k=v ...)``, or a JSON object (``--log-format json``)."""
@@ -319,14 +342,16 @@ class BrokerService:
         self.log("started", {"transport": self.transport.describe(), "conn_topic": self.opts.conn_topic})
         self._receiver = threading.Thread(target=self._receive_loop, name="zeek-ml-broker-receive", daemon=True)
         self._receiver.start()
+        failed = True
         try:
             while not self.stop_requested.is_set():
                 batch = self._next_batch()
                 if batch:
                     self._score(batch)
                 self._flush_outbox()
+            failed = False
         finally:
-            self._shutdown()
+            self._shutdown(failed)
         return 0
 
     def _pop(self, n: int) -> list[tuple[Any, ...]]:
@@ -374,7 +399,7 @@ class BrokerService:
                 out += rows
                 scored_uids += [str(u) for u in part["uid"].tolist()]
             if self.state_path:
-                self.save_state()  # before any of this batch's events can leave
+                self._durably(self.save_state, "state")  # before any of this batch's events can leave
         with self.lock:
             self.counts["replayed"] += int(np.count_nonzero(replay))
             self.counts["verdicts"] += len(out)
@@ -419,8 +444,12 @@ class BrokerService:
     def _emit(self, frame: pd.DataFrame, verdicts: Verdicts, rows: list[dict[str, Any]]) -> None:
         """Count a scored part, write it to the sinks and remember its verdicts for a resend."""
         for sink in self.sinks.values():
-            sink.write(verdicts)
-            sink.flush()
+            try:
+                sink.write(verdicts)  # buffered whole in the log before it is drained
+            except OSError as e:
+                if not is_disk_full(e):
+                    raise
+            self._durably(sink.flush, "notice log")  # the drain resumes at the exact byte
         ends = frame["ts"].to_numpy(dtype=float) + np.nan_to_num(frame["duration"].to_numpy(dtype=float))
         newest = float(np.nanmax(ends)) if len(ends) and np.isfinite(ends).any() else None
         with self.lock:
@@ -497,14 +526,20 @@ class BrokerService:
         with self.lock:
             self.lock.notify_all()
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, failed: bool = False) -> None:
+        """Score what was received (not after a failure: it would fail again), publish, close everything."""
         self.stop_requested.set()
         if self._receiver is not None:
             self._receiver.join(timeout=2)
-        while self.queue:  # score what was received
-            with self.lock:
-                rows = self._pop(min(len(self.queue), self.opts.batch_size))
-            self._score(rows)
+        try:
+            while self.queue and not failed:  # score what was received
+                with self.lock:
+                    rows = self._pop(min(len(self.queue), self.opts.batch_size))
+                self._score(rows)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
         deadline = time.monotonic() + 5.0
         while self.outbox and time.monotonic() < deadline:
             self._flush_outbox()
