@@ -18,19 +18,29 @@ to compare are the ratios, not the absolute times.
     python bench/bench_score.py                  # 2 M rows, best of 1
     python bench/bench_score.py --repeat 3       # best of 3
     python bench/bench_score.py --reuse conn.log # measure an existing file
+
+Two code versions side by side (``--code``): ``zeek-ml score`` run from each checkout, interleaved
+(repeat 1: base, new; repeat 2: base, new; ...), CPU-seconds and wall time, min and median, peak RSS,
+and whether both wrote the same notices::
+
+    git archive HEAD zeek_ml models pyproject.toml | tar -x -C /tmp/base
+    python bench/bench_score.py --reuse conn.log --code base=/tmp/base --code new=. \\
+        --variant default= --variant no-aggregate=--no-aggregate --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -306,6 +316,95 @@ def flatness(sizes: list[int], repeat: int, extra: list[str]) -> None:
         print(f"{stage:<8} {ms[0].peak_rss_mib:>14.0f} {ms[1].peak_rss_mib:>14.0f} {ratio:>6.2f}  {verdict}")
 
 
+# --------------------------------------------------------------------------
+# Code versions side by side (--code).
+
+
+@dataclass
+class Runs:
+    """Every run of one (code, variant) pair."""
+
+    cpu: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    rss: list[float] = field(default_factory=list)
+    digest: set[str] = field(default_factory=set)
+    note: str = ""
+
+
+def notice_digest(path: str) -> str:
+    """SHA-256 of a notice log's data lines (the ``#open``/``#close`` stamps differ from run to run)."""
+    h = hashlib.sha256()
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            for line in f:
+                if not line.startswith(b"#"):
+                    h.update(line)
+    return h.hexdigest()[:12]
+
+
+def run_code(code_dir: str, args: list[str]) -> tuple[int, str, float, float, float]:
+    """``python -m zeek_ml ARGS`` from ``code_dir``: (exit status, output, wall s, CPU s, peak RSS MiB)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [code_dir, env.get("PYTHONPATH")]))
+    with tempfile.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zeek_ml", *args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=code_dir
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    cpu = usage.ru_utime + usage.ru_stime
+    return os.waitstatus_to_exitcode(status), text, wall, cpu, usage.ru_maxrss / 1024
+
+
+def compare_codes(path: str, codes: list[tuple[str, str]], variants: list[tuple[str, list[str]]], repeat: int) -> int:
+    """Run ``zeek-ml score`` of every code version and variant, interleaved, and print one table."""
+    rows = count_data_lines(path)
+    runs = {(c, v): Runs() for c, _ in codes for v, _ in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(repeat):
+            for vname, extra in variants:
+                for cname, cdir in codes:
+                    out = os.path.join(tmp, f"{cname}-{vname}.log")
+                    if os.path.exists(out):
+                        os.remove(out)
+                    code, text, wall, cpu, rss = run_code(cdir, ["score", os.path.abspath(path), "-o", out, *extra])
+                    r = runs[(cname, vname)]
+                    if code != 0:
+                        r.note = f"failed (exit {code}): {last_line(text)}"
+                        continue
+                    r.cpu.append(cpu)
+                    r.wall.append(wall)
+                    r.rss.append(rss)
+                    r.digest.add(notice_digest(out))
+                    print(f"  repeat {rep + 1} {vname:<14} {cname:<8} {cpu:7.2f} CPU-s {wall:7.2f} s", file=sys.stderr)
+    print(f"\nfile: {path} ({rows:,} rows), {repeat} interleaved repeat(s); rows per CPU-second from the min")
+    head = f"{'variant':<14} {'code':<8} {'CPU-s min':>9} {'median':>7} {'rows/CPU-s':>11}"
+    print(f"{head} {'wall min':>8} {'median':>7} {'rows/s':>9} {'RSS MiB':>8} {'x first':>7}  notices")
+    status = 0
+    for vname, _ in variants:
+        first = runs[(codes[0][0], vname)]
+        for cname, _ in codes:
+            r = runs[(cname, vname)]
+            if not r.cpu:
+                print(f"{vname:<14} {cname:<8} {r.note}")
+                status = 1
+                continue
+            speedup = min(first.cpu) / min(r.cpu) if first.cpu else None
+            same = "identical to first" if r.digest == first.digest and len(r.digest) == 1 else f"{sorted(r.digest)}"
+            print(
+                f"{vname:<14} {cname:<8} {min(r.cpu):9.2f} {statistics.median(r.cpu):7.2f} "
+                f"{rows / min(r.cpu):11,.0f} {min(r.wall):8.2f} {statistics.median(r.wall):7.2f} "
+                f"{rows / min(r.wall):9,.0f} {max(r.rss):8.0f} {fmt(speedup, '.2f'):>7}  {same}"
+            )
+            if r.digest != first.digest:
+                status = 1
+    print("(x first: the first code's min CPU-seconds / this one's; notices: data lines of the notice log)")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -327,6 +426,20 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="extra argument for 'zeek-ml score' (repeatable)",
     )
+    parser.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="compare 'zeek-ml score' run from these checkouts (repeatable; the first is the baseline)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="with --code: a score variant, NAME=space-separated extra arguments (default: default=)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -336,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # interleave with progress on stderr
 
     path = args.reuse or bench_file(args.rows)
+    if args.code:
+        codes = [(c.partition("=")[0], os.path.abspath(c.partition("=")[2] or ".")) for c in args.code]
+        variants = [(v.partition("=")[0], v.partition("=")[2].split()) for v in args.variant or ["default="]]
+        return compare_codes(path, codes, variants, args.repeat)
     floor = measure_child("pyarrow", path, args.repeat)
     if floor.rows is None:
         print_table([floor], path)
