@@ -47,6 +47,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 
 from zeek_ml.zeeklog.escape import unescape
 from zeek_ml.zeeklog.schema import (
@@ -1466,6 +1467,130 @@ def cap_json_values(obj: dict[str, Any], stats: ReadStats) -> None:
                 stack.append(value)
 
 
+JSON_FAST = os.environ.get("ZEEK_ML_JSON_FAST", "1") != "0"
+"""Read plain blocks of Zeek JSON columnar (:func:`json_block_table`); tests set it False (or the
+environment ``ZEEK_ML_JSON_FAST=0``) to force the line-by-line path the fast one must equal."""
+
+_KNOWN_JSON_SCHEMA = pa.schema(
+    [(name, arrow_type(t)) for name, t in {**CONN_TYPES, **KNOWN_EXTRA_TYPES}.items() if not is_container(t)]
+    + [(name, pa.list_(pa.string())) for name, t in CONN_TYPES.items() if t == "set[string]"]
+)
+"""The columns :func:`json_block_table` parses with a fixed type: a value of any other JSON type
+makes Arrow refuse the block, which then goes line by line."""
+
+_JSON_PARSE = pajson.ParseOptions(
+    explicit_schema=_KNOWN_JSON_SCHEMA, unexpected_field_behavior="infer", newlines_in_values=False
+)
+_JSON_READ = pajson.ReadOptions(use_threads=False, block_size=1 << 22)
+_SURROGATE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def json_block_table(buf: bytes, conn: bool = True) -> tuple[pa.Table, dict[str, str]] | None:
+    """A chunk of Zeek JSON lines as one Arrow table and its columns' Zeek types, parsed column by
+    column (``pyarrow.json``, vectorised checks), or None when anything in it is unusual.
+
+    The result equals the line-by-line path's exactly, so the chunk must be plain: one object on
+    every line and nothing else (no blank line, whitespace, ``\\r``, BOM or NUL), valid UTF-8, no
+    ``null``, no backslash in a decoded string, no surrogate escape, no line longer than
+    :data:`MAX_VALUE_CHARS`, every value of the JSON type and range its Zeek type takes (as
+    :func:`json_value_problems` checks it), ``ts`` in epoch seconds, no ``-0`` float (Python reads
+    the integer ``-0`` as ``0``), and columns zeek-ml does not know only strings, booleans,
+    integers or lists of strings. Anything else (a malformed line, a value to reject, ISO 8601 or
+    millisecond times) gives None, and the caller reads the chunk line by line with today's
+    per-line rejects.
+    """
+    if not buf.startswith(b"{") or not buf.endswith(b"}\n") or b"null" in buf:
+        return None
+    if b"\\u" in buf and _SURROGATE_BYTES.search(buf):
+        return None
+    data = np.frombuffer(buf, dtype=np.uint8)
+    ends = np.flatnonzero(data == 10)  # every line: "{" first, "}" last, not too long
+    n = len(ends)
+    if not (data[ends - 1] == 125).all() or not (data[ends[:-1] + 1] == 123).all():
+        return None
+    if int(ends[0]) >= MAX_VALUE_CHARS or (n > 1 and int(np.diff(ends).max()) > MAX_VALUE_CHARS):
+        return None
+    if (data >= 0x80).any():  # Arrow does not check UTF-8; Python reads bad bytes as Zeek's \\xHH
+        try:
+            buf.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    try:
+        table = pajson.read_json(pa.py_buffer(buf), read_options=_JSON_READ, parse_options=_JSON_PARSE)
+    except (pa.ArrowException, ValueError, UnicodeError, OverflowError):
+        return None
+    if table.num_rows != n:  # two objects on one line: an error line by line
+        return None
+    first: dict[str, int] = {}
+    types: dict[str, str] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if col.null_count == n:
+            continue
+        zeek_type = CONN_TYPES.get(name) or KNOWN_EXTRA_TYPES.get(name)
+        if zeek_type is None:
+            zeek_type = _json_guess(col)
+            if zeek_type is None:
+                return None
+        if not _json_column_ok(col, zeek_type, name, conn):
+            return None
+        types[name] = zeek_type
+        first[name] = int(np.argmax(col.is_valid().to_numpy(zero_copy_only=False)))
+    if not types:  # only empty objects: left to the line-by-line path
+        return None
+    # Columns in the order the line-by-line path sees them: by first line, then key order on that line.
+    order: dict[str, None] = {}
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    for row in sorted(set(first.values())):
+        obj = json.loads(buf[starts[row] : ends[row]])
+        order.update((k, None) for k in obj if k in types and k not in order)
+    if len(order) != len(types):
+        return None
+    table = table.select(list(order))
+    return table, {name: types[name] for name in order}
+
+
+def _json_guess(col: pa.ChunkedArray) -> str | None:
+    """The Zeek type :func:`guess_type` gives a column zeek-ml does not know, where Arrow's type
+    says it for certain (strings, booleans, integers of one sign, lists of strings); else None."""
+    if pa.types.is_string(col.type):
+        return "string"
+    if pa.types.is_boolean(col.type):
+        return "bool"
+    if pa.types.is_int64(col.type):
+        values = col.drop_null()
+        if values[0].as_py() < 0:
+            return "int"
+        return "count" if pc.min(values).as_py() >= 0 else None
+    if col.type == pa.list_(pa.string()):
+        return "vector[string]"
+    return None
+
+
+def _json_column_ok(col: pa.ChunkedArray, zeek_type: str, name: str, conn: bool) -> bool:
+    """True when every value of a column read by Arrow is one :func:`json_value_problems` accepts
+    and the line-by-line path keeps unchanged (no escape to undo, no ``-0.0``, ``ts`` in seconds)."""
+    if zeek_type in INT_TYPES:
+        lo = 0 if zeek_type in ("port", "count") else INT64_MIN
+        hi = PORT_MAX if zeek_type == "port" else INT64_MAX
+        low, high = pc.min_max(col).values()
+        return lo <= low.as_py() and high.as_py() <= hi
+    if zeek_type in FLOAT_TYPES:
+        values = col.drop_null().to_numpy()
+        if not np.isfinite(values).all() or (np.signbit(values) & (values == 0)).any():
+            return False
+        if zeek_type == "time":  # integer milliseconds or out of range: Python decides, line by line
+            return bool(((values >= TIME_MIN) & (values < 100_000_000_000)).all())
+        return not (conn and name in NONNEGATIVE_FIELDS) or bool((values >= 0).all())
+    if zeek_type == "bool":
+        return True
+    if is_container(zeek_type):
+        col = pc.list_flatten(col)
+    if pc.any(pc.match_substring(col, "\\")).as_py():
+        return False
+    return not (zeek_type == "addr" and _bad_addrs(col) is not None)
+
+
 class _JsonParser:
     """Zeek JSON logs: one flat object a line, unset fields omitted."""
 
@@ -1474,6 +1599,17 @@ class _JsonParser:
         self.ctx = ctx
 
     def feed(self, buf: bytes, first_line: int, final: bool) -> Iterator[pd.DataFrame]:
+        """Frames of a chunk of complete lines: the columnar fast path when the whole chunk is plain
+        Zeek JSON (:func:`json_block_table`), else line by line with per-line rejects."""
+        if JSON_FAST:
+            fast = json_block_table(buf, self.ctx.conn)
+            if fast is not None:
+                yield _finish_frame(fast[0], fast[1], {}, self.ctx, self.path, None)
+                return
+        yield from self._feed_lines(buf, first_line, final)
+
+    def _feed_lines(self, buf: bytes, first_line: int, final: bool) -> Iterator[pd.DataFrame]:
+        """Today's line-by-line path: every line decoded and checked on its own (the reference)."""
         records: list[dict[str, Any]] = []
         lines: list[int] = []
         raws: list[bytes] = []
@@ -1669,7 +1805,10 @@ def _json_column(values: list[Any], zeek_type: str, replace: bool = False) -> tu
         times = _json_times(values)
         return pa.array(times, pa.float64(), mask=np.array([v is None for v in values], dtype=bool)), None
     if zeek_type in FLOAT_TYPES:
-        return pa.array(values, pa.float64()), None
+        try:
+            return pa.array(values, pa.float64()), None
+        except pa.ArrowInvalid:  # an integer above 2^53: Arrow will not round it, Python does
+            return pa.array([None if v is None else float(v) for v in values], pa.float64()), None
     if zeek_type in INT_TYPES:
         return pa.array(values, pa.int64()), None
     if zeek_type == "bool":
