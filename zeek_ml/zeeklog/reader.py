@@ -845,8 +845,14 @@ class _TsvParser:
         line_no = first_line
         size = len(buf)
         while pos < size:
-            if buf.startswith(_BOM, pos) and (pos == 0 or buf[pos - 1] == 0x0A):
-                pos += len(_BOM)  # a byte order mark (an editor's, or a concatenated file's)
+            if (
+                buf.startswith(_BOM, pos)
+                and (pos == 0 or buf[pos - 1] == 0x0A)
+                and (line_no == 1 or buf.startswith(b"#", pos + len(_BOM)))
+            ):
+                # a byte order mark: an editor's at the start of the file, or a concatenated file's before
+                # its header; a data line whose first value starts with U+FEFF keeps it
+                pos += len(_BOM)
                 if pos >= size:
                     break
             if buf[pos] == 0x23:  # '#': a meta line
@@ -1120,9 +1126,14 @@ def _read_tsv(seg: bytes, header: _Header, typed: bool) -> pa.Table:
     for name, zeek_type in zip(header.fields, header.types):
         scalar = typed and not is_container(zeek_type)
         column_types[name] = arrow_type(zeek_type) if scalar else pa.string()
+    skip = 0
+    if seg.startswith(_BOM):  # Arrow drops a byte order mark at the start of its input: a value's first character
+        seg, skip = b"-\n" + seg, 1
     return pacsv.read_csv(
         io.BytesIO(seg),
-        read_options=pacsv.ReadOptions(column_names=header.fields, block_size=max(len(seg) + 1, 1 << 20)),
+        read_options=pacsv.ReadOptions(
+            column_names=header.fields, block_size=max(len(seg) + 1, 1 << 20), skip_rows=skip
+        ),
         parse_options=pacsv.ParseOptions(
             delimiter=header.separator, quote_char=False, double_quote=False, escape_char=False
         ),
