@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODEL",
     "default_model_path",
+    "find_model",
     "load_model",
     "read_log",
     "score",
@@ -80,17 +81,23 @@ def load_model(path: PathLike | None = None, *, intra_op_threads: int = 1) -> Co
     Raises :class:`~zeek_ml.model.ModelLoadError` (naming every place looked in when no model
     is found) or :class:`~zeek_ml.model.FeatureSpecMismatch`.
     """
-    from zeek_ml.model import ModelLoadError
     from zeek_ml.model import load_model as _load_onnx
 
-    if path is None:
-        path = default_model_path()
-        if not path.is_file():
-            if os.environ.get("ZEEK_ML_MODEL"):
-                raise ModelLoadError(f"model not found: {path} (ZEEK_ML_MODEL; not a file)")
-            looked = ", ".join(str(p) for p in shipped_model_candidates())
-            raise ModelLoadError(f"model not found (looked in {looked}); pass a path or set ZEEK_ML_MODEL")
-    return _load_onnx(path, intra_op_threads=intra_op_threads)
+    return _load_onnx(find_model() if path is None else path, intra_op_threads=intra_op_threads)
+
+
+def find_model(*, hint: str = "pass a path") -> Path:
+    """The model to load when none is named: :func:`default_model_path`, or a
+    :class:`~zeek_ml.model.ModelLoadError` saying where it looked (``hint``: how to name one)."""
+    from zeek_ml.model import ModelLoadError
+
+    path = default_model_path()
+    if not path.is_file():
+        if os.environ.get("ZEEK_ML_MODEL"):
+            raise ModelLoadError(f"model not found: {path} (ZEEK_ML_MODEL; not a file)")
+        looked = ", ".join(str(p) for p in shipped_model_candidates())
+        raise ModelLoadError(f"model not found (looked in {looked}); {hint} or set ZEEK_ML_MODEL")
+    return path
 
 
 def read_log(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from zeek_ml import __version__
 from zeek_ml.api import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported: bench scripts name it
-from zeek_ml.api import default_model_path, shipped_model_candidates
+from zeek_ml.api import find_model
 
 OUTPUT_FORMATS = ("auto", "tsv", "json", "eve")
 """``--format``: ``auto`` writes notices the way the input is written (see ``zeek_ml.sinks.match_sensor``)."""
@@ -40,13 +40,15 @@ class CliError(Exception):
 def _load(path: str | None):
     from zeek_ml.model import FeatureSpecMismatch, ModelLoadError, load_model
 
-    model_path = Path(path) if path else default_model_path()
-    if not model_path.is_file():
-        if path or os.environ.get("ZEEK_ML_MODEL"):
-            where = "--model" if path else "ZEEK_ML_MODEL"
-            raise CliError(f"model not found: {model_path} ({where}; not a file)", EXIT_MODEL)
-        looked = ", ".join(str(p) for p in shipped_model_candidates())
-        raise CliError(f"model not found (looked in {looked}); pass --model PATH or set ZEEK_ML_MODEL", EXIT_MODEL)
+    if path:
+        model_path = Path(path)
+        if not model_path.is_file():
+            raise CliError(f"model not found: {model_path} (--model; not a file)", EXIT_MODEL)
+    else:
+        try:
+            model_path = find_model(hint="pass --model PATH")
+        except ModelLoadError as e:
+            raise CliError(str(e), EXIT_MODEL) from e
     try:
         return load_model(model_path)
     except FeatureSpecMismatch as e:
@@ -340,7 +342,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from zeek_ml.broker.bindings import BrokerUnavailable
-    from zeek_ml.broker.service import BrokerOptions, BrokerService
+    from zeek_ml.broker.service import STATE_ENV, BrokerOptions, BrokerService
     from zeek_ml.broker.transport import BrokerTransport, parse_address
 
     if args.peer and args.listen:
@@ -368,7 +370,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
         )
     except BrokerUnavailable as e:
         raise CliError(str(e), EXIT_INPUT) from e
-    state_path = args.state or os.environ.get("ZEEK_ML_BROKER_STATE") or None
+    state_path = args.state or os.environ.get(STATE_ENV) or None
     if state_path:  # a state file that cannot be written is said now, not after the first batch
         from zeek_ml.safeio import AtomicOutput, OutputError
 

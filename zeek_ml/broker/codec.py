@@ -223,19 +223,12 @@ class ConnDecoder:
                 except UnicodeDecodeError:
                     reason = f"{clip(raw, 60)} is not UTF-8 (an acknowledgment must give it back)"
                     raise _Bad("encoding", reason) from None
-                if len(text) > MAX_VALUE_CHARS:
-                    self.capped[name] += 1
-                    text = text[:MAX_VALUE_CHARS]
-                return text
+                return self._cap(name, text)
 
         elif zeek_type == "string":
 
             def convert(d: Any) -> Any:
-                text = _zeek_text(d.as_string())
-                if len(text) > MAX_VALUE_CHARS:
-                    self.capped[name] += 1
-                    text = text[:MAX_VALUE_CHARS]
-                return text
+                return self._cap(name, _zeek_text(d.as_string()))
 
         elif zeek_type == "set[string]":
 
@@ -257,6 +250,13 @@ class ConnDecoder:
         else:  # pragma: no cover - CONN_FIELDS has no other type; tests/test_zeek_scripts.py keeps it so
             raise ValueError(f"{name}: no converter for Zeek type {zeek_type}")
         return convert
+
+    def _cap(self, name: str, text: str) -> str:
+        """``text`` cut to ``MAX_VALUE_CHARS`` as the log reader cuts it (counted in :attr:`capped`)."""
+        if len(text) > MAX_VALUE_CHARS:
+            self.capped[name] += 1
+            return text[:MAX_VALUE_CHARS]
+        return text
 
     def _mismatch(self, i: int, t: Any) -> None:
         """Field ``i`` holds a value of Broker type ``t``, not its own: fine if unset and optional, else _Bad."""

@@ -71,7 +71,13 @@ from zeek_ml.verdicts import (
     VERDICT_TOPIC,
     verdict_rows,
 )
-from zeek_ml.watch.durable import is_disk_full, read_json, write_json_atomic
+from zeek_ml.watch.durable import (
+    DISK_FULL_REMINDER,
+    is_disk_full,
+    read_json,
+    wait_out_disk_full,
+    write_json_atomic,
+)
 from zeek_ml.zeeklog.schema import MAX_VALUE_CHARS
 
 STATE_ENV = "ZEEK_ML_BROKER_STATE"
@@ -221,27 +227,19 @@ class BrokerService:
         )
 
     def _durably(self, write: Any, what: str) -> None:
-        """``write()``, waiting out a full disk or quota (logged, retried with a backoff of 0.25 s doubling to
-        5 s; the batch's verdicts wait with it) as ``watch`` does; any other error, or a stop while the disk
-        is full, is raised."""
-        delay, since, said = 0.25, time.monotonic(), 0.0
-        while True:
-            try:
-                write()
-            except OSError as e:
-                if not is_disk_full(e) or self.stop_requested.is_set():
-                    raise
-                now = time.monotonic()
-                if not said or now - said >= 60:
-                    info = {"what": what, "file": e.filename, "error": e.strerror, "waited_s": round(now - since)}
-                    self.log("disk_full", info, "warning")
-                    said = now
-                time.sleep(delay)
-                delay = min(5.0, delay * 2)
-                continue
-            if said:
-                self.log("disk_ok", {"what": what, "waited_s": round(time.monotonic() - since, 1)})
-            return
+        """``write()``, waiting out a full disk or quota as ``watch`` does (logged, retried with a backoff; the
+        batch's verdicts wait with it); any other error, or a stop while the disk is full, is raised."""
+        since, said = time.monotonic(), [0.0]
+
+        def full(e: OSError) -> None:
+            now = time.monotonic()
+            if not said[0] or now - said[0] >= DISK_FULL_REMINDER:
+                info = {"what": what, "file": e.filename, "error": e.strerror, "waited_s": round(now - since)}
+                self.log("disk_full", info, "warning")
+                said[0] = now
+
+        if wait_out_disk_full(write, self.stop_requested, full):
+            self.log("disk_ok", {"what": what, "waited_s": round(time.monotonic() - since, 1)})
 
     # ------------------------------------------------------------------ log
     def log(self, event: str, info: dict[str, Any] | None = None, level: str = "info") -> None:

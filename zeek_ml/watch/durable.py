@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -97,6 +98,38 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 def is_disk_full(error: BaseException) -> bool:
     """Whether ``error`` is a full file system or an exhausted quota."""
     return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
+
+
+DISK_FULL_BACKOFF = (0.25, 5.0)
+"""Seconds between tries while the disk is full: the first, doubling up to the second."""
+DISK_FULL_REMINDER = 60.0
+"""Seconds between the log lines that say the disk is still full."""
+
+
+def wait_out_disk_full(
+    action: Callable[[], None],
+    stop: threading.Event,
+    on_full: Callable[[OSError], None],
+    on_stop: Callable[[OSError], OSError] | None = None,
+) -> bool:
+    """Run ``action`` (writes); while it fails with a full disk or quota, call ``on_full(error)`` and try again
+    after a backoff (:data:`DISK_FULL_BACKOFF`). True when it had to wait. Any other error is raised; so is the
+    full disk once ``stop`` is set (as ``on_stop(error)`` if given), ending the wait at once."""
+    delay, waited = DISK_FULL_BACKOFF[0], False
+    while True:
+        try:
+            action()
+            return waited
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            waited = True
+            on_full(e)
+            if stop.wait(delay):
+                if on_stop is None:
+                    raise
+                raise on_stop(e) from e
+            delay = min(delay * 2, DISK_FULL_BACKOFF[1])
 
 
 def _path_error(e: OSError, path: str) -> OSError:

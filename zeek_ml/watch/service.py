@@ -38,7 +38,14 @@ import pandas as pd
 
 from zeek_ml.pipeline import Scorer
 from zeek_ml.sinks import EnrichedSink, build_notice_sink, enriched_fields, match_sensor
-from zeek_ml.watch.durable import AppendLog, is_disk_full, read_json, write_json_atomic
+from zeek_ml.watch.durable import (
+    DISK_FULL_BACKOFF,
+    DISK_FULL_REMINDER,
+    AppendLog,
+    read_json,
+    wait_out_disk_full,
+    write_json_atomic,
+)
 from zeek_ml.watch.tail import LogFollower, Segment, rotated_patterns
 from zeek_ml.zeeklog.reader import (
     MalformedLineError,
@@ -55,12 +62,6 @@ CHECKPOINT_VERSION = 1
 
 LIVE_NAMES = ("conn.log", "eve.json")
 """What to follow in a directory: Zeek's live conn.log, else Suricata's eve.json."""
-
-DISK_FULL_BACKOFF = (0.25, 5.0)
-"""Seconds between tries to write while the disk is full: the first, doubling up to the last."""
-
-DISK_FULL_REMINDER = 60.0
-"""While the disk stays full, say so again this often (seconds)."""
 
 CRASH_ENV = "ZEEK_ML_WATCH_CRASH_AT"
 """Fault injection for the tests: ``POINT:N`` (``POINT:N:raise``) makes the watcher kill itself with
@@ -236,19 +237,15 @@ class Watcher:
 
         def live_writer(name: str) -> Callable[[str, Any], ZeekLogWriter]:
             fmt = "json" if o.fmt == "eve" else o.fmt  # --all has no eve form: JSON lines
-
-            def make(zeek_path: str, fields: Any) -> ZeekLogWriter:
-                probe = ZeekLogWriter(_Null(), zeek_path, fields, fmt=fmt, json_ts=o.json_ts, header=False)
-                out = AppendLog(
-                    self._output_path(name),
-                    header=probe.header_bytes(),
-                    trailer=_close_line if fmt == "tsv" else b"",
-                    on_event=on_event,
-                )
-                self._register(name, out)
-                return ZeekLogWriter(out, zeek_path, fields, fmt=fmt, json_ts=o.json_ts, header=False, close_line=False)
-
-            return make
+            # drained by the batch loop, not at each flush: the checkpoint decides when the bytes are durable
+            return appending_writer(
+                self._output_path(name),
+                fmt,
+                o.json_ts,
+                on_event,
+                log_class=AppendLog,
+                on_open=lambda out: self._register(name, out),
+            )
 
         if o.fmt == "eve":  # Suricata-style alert events (no header, no #close)
             from zeek_ml.suricata import EveAlertSink
@@ -575,27 +572,19 @@ class Watcher:
         Any other error is raised. A stop request while the disk is full ends the wait with an
         error: what could not be written is not checkpointed, so a restart writes it.
         """
-        delay = DISK_FULL_BACKOFF[0]
-        while True:
-            try:
-                action()
-            except OSError as e:
-                if not is_disk_full(e):
-                    raise
-                self._disk_full(e)
-                if self.stop_requested.wait(delay):
-                    unwritten = sum(len(out.unwritten) for out in self.outputs.values())
-                    raise OSError(
-                        e.errno,
-                        f"{e.strerror}; stopped with {unwritten} bytes of output not written: the checkpoint "
-                        "stays before them, a restart scores those lines again",
-                        e.filename,
-                    ) from e
-                delay = min(delay * 2, DISK_FULL_BACKOFF[1])
-                continue
-            if self.disk_full_since is not None:
-                self._disk_ok()
-            return
+
+        def stopped(e: OSError) -> OSError:
+            unwritten = sum(len(out.unwritten) for out in self.outputs.values())
+            return OSError(
+                e.errno,
+                f"{e.strerror}; stopped with {unwritten} bytes of output not written: the checkpoint "
+                "stays before them, a restart scores those lines again",
+                e.filename,
+            )
+
+        wait_out_disk_full(action, self.stop_requested, self._disk_full, stopped)
+        if self.disk_full_since is not None:
+            self._disk_ok()
 
     def _disk_full(self, e: OSError) -> None:
         now = time.monotonic()
@@ -780,17 +769,26 @@ class FlushingLog(AppendLog):
 
 
 def appending_writer(
-    path: str, fmt: str = "tsv", json_ts: str = "epoch", on_event: Callable[[str, dict[str, Any]], None] | None = None
+    path: str,
+    fmt: str = "tsv",
+    json_ts: str = "epoch",
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    *,
+    log_class: type[AppendLog] = FlushingLog,
+    on_open: Callable[[AppendLog], None] | None = None,
 ) -> Callable[[str, Any], ZeekLogWriter]:
     """A writer factory that appends to ``path`` across restarts (its header written only to a new file; a file
-    with another header or format moved aside), as ``watch`` writes its outputs: never truncated, never through
-    a link, followed through logrotate."""
+    with another header or format moved aside): never truncated, never through a link, followed through
+    logrotate. ``log_class`` is the file (:class:`FlushingLog`, written at each flush; ``watch`` drains its
+    :class:`AppendLog` itself), ``on_open`` sees it once opened."""
 
     def make(zeek_path: str, fields: Any) -> ZeekLogWriter:
         probe = ZeekLogWriter(_Null(), zeek_path, fields, fmt=fmt, json_ts=json_ts, header=False)
-        out = FlushingLog(
+        out = log_class(
             path, header=probe.header_bytes(), trailer=_close_line if fmt == "tsv" else b"", on_event=on_event
         )
+        if on_open is not None:
+            on_open(out)
         return ZeekLogWriter(out, zeek_path, fields, fmt=fmt, json_ts=json_ts, header=False, close_line=False)
 
     return make
