@@ -69,9 +69,9 @@ def replayed_frame(n: int) -> Any:
     import numpy as np
     import pandas as pd
 
-    from zeek_ml.verdicts import CONN_FIELDS
-    from zeek_ml.zeeklog import iter_batches
-    from zeek_ml.zeeklog.schema import CONN_TYPES
+    from zeek_ml.formats.records import CONN_FIELDS
+    from zeek_ml.formats.schema import CONN_TYPES
+    from zeek_ml.sources.files import iter_batches
 
     cols = [f.frame_column for f in CONN_FIELDS]
     parts = [pd.concat(list(iter_batches([os.path.join(ROOT, p)])), ignore_index=True)[cols] for p in SOURCES]
@@ -85,8 +85,8 @@ def replayed_frame(n: int) -> Any:
 
 def build_events(broker: Any, n: int) -> tuple[list[Any], Any]:
     """Raw ``broker.Data`` of ``n`` conn events (as the Zeek package publishes them), and their frame."""
-    from zeek_ml.broker.codec import conn_records
-    from zeek_ml.verdicts import CONN_EVENT
+    from zeek_ml.formats.records import CONN_EVENT
+    from zeek_ml.sinks.broker import conn_records
 
     frame = replayed_frame(n)
     records = conn_records(broker, frame)
@@ -98,8 +98,8 @@ def scoring_floor(frame: Any, threshold: str, batch_size: int) -> dict[str, floa
     """What scoring alone allows, in this process, no Broker: the same rows in batches of ``batch_size``,
     scored, and the verdict rows of the flagged ones built (explanations included), as the service does."""
     from zeek_ml.cli import _load
-    from zeek_ml.pipeline import Scorer
-    from zeek_ml.verdicts import verdict_rows
+    from zeek_ml.model.scorer import Scorer
+    from zeek_ml.sinks.verdict_file import verdict_rows
 
     scorer = Scorer(_load(None), None if threshold == "model" else float(threshold))
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -115,7 +115,7 @@ class Peer:
     """The Zeek stand-in: one endpoint, subscribed to verdicts and acks (raw polling, little Python)."""
 
     def __init__(self, broker: Any):
-        from zeek_ml.verdicts import ACK_TOPIC, VERDICT_TOPIC
+        from zeek_ml.formats.records import ACK_TOPIC, VERDICT_TOPIC
 
         self.b = broker
         self.endpoint = broker.Endpoint()
@@ -151,7 +151,7 @@ class Peer:
 
 def one_run(broker: Any, code: str, threshold: str, data: list[Any], extra: list[str], window: int) -> dict[str, float]:
     """Start the service from ``code``, send every event, wait for every ack; the figures of this run."""
-    from zeek_ml.verdicts import CONN_TOPIC
+    from zeek_ml.formats.records import CONN_TOPIC
 
     port = free_port()
     code = os.path.abspath(code)
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     codes = [os.path.abspath(c) for c in (args.code or [ROOT])]
     thresholds = args.threshold or ["model"]
 
-    from zeek_ml.broker.bindings import broker_version, import_broker
+    from zeek_ml.services.broker.bindings import broker_version, import_broker
 
     broker = import_broker()
     print(f"Broker {broker_version(broker)} ({os.path.dirname(broker.__file__)}), {os.cpu_count()} CPUs", flush=True)

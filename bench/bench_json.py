@@ -2,12 +2,12 @@
 """Rows per CPU-second of the Zeek reader: TSV against JSON (columnar fast path and line by line).
 
 Build a replayed TSV conn.log first, then run this on it; the JSON copy is written next to it
-(``LogAscii::use_json=T`` form, by :class:`zeek_ml.zeeklog.writer.ZeekLogWriter`) unless it exists:
+(``LogAscii::use_json=T`` form, by :class:`zeek_ml.formats.writer.ZeekLogWriter`) unless it exists:
 
     python bench/make_conn.py --rows 200000 -o /tmp/c.log
     python bench/bench_json.py /tmp/c.log [--repeats 3]
 
-Each contender reads the whole file with :func:`zeek_ml.zeeklog.reader.iter_batches` (one process,
+Each contender reads the whole file with :func:`zeek_ml.sources.files.iter_batches` (one process,
 what ``zeek-ml score`` reads with); the contenders run interleaved, ``--repeats`` rounds, and the
 table gives the min and median of rows per CPU-second (process time, since shared machines are
 noisy), the median wall-clock rate, and the CPU cost relative to TSV (``x TSV``, medians).
@@ -24,26 +24,26 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from zeek_ml.zeeklog import reader
-from zeek_ml.zeeklog.schema import CONN_FIELDS
-from zeek_ml.zeeklog.writer import ZeekLogWriter
+from zeek_ml.formats.schema import CONN_FIELDS
+from zeek_ml.formats.writer import ZeekLogWriter
+from zeek_ml.sources import files, reading, zeeklog
 
 
 def write_json(tsv: str, out: str) -> None:
     """The TSV log rewritten as Zeek JSON lines, batch by batch."""
     tmp = out + ".tmp"
     with ZeekLogWriter(tmp, "conn", list(CONN_FIELDS), fmt="json") as writer:
-        for frame in reader.iter_batches(tsv):
+        for frame in files.iter_batches(tsv):
             writer.write(frame[[name for name, _ in CONN_FIELDS]])
     os.replace(tmp, out)
 
 
 def read_once(path: str, fast: bool) -> tuple[int, float, float]:
     """(rows, CPU seconds, wall seconds) of one full read."""
-    reader.JSON_FAST = fast
+    zeeklog.JSON_FAST = fast
     cpu, wall = time.process_time(), time.perf_counter()
-    stats = reader.ReadStats()
-    rows = sum(len(frame) for frame in reader.iter_batches(path, stats=stats))
+    stats = reading.ReadStats()
+    rows = sum(len(frame) for frame in files.iter_batches(path, stats=stats))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     if stats.rejected:
         raise SystemExit(f"{path}: {stats.rejected} rejected lines: not a clean benchmark input")

@@ -5,7 +5,7 @@ Each stage runs in its own subprocess (peak RSS from ``os.wait4``) on the same
 file of replayed real rows (``make_conn.py``) and reports only the time of its
 own step, so the stages add up to where scoring time goes:
 
-1. ``reader`` (the baseline): ``zeek_ml.zeeklog.iter_batches``, counting rows.
+1. ``reader`` (the baseline): ``zeek_ml.sources.files.iter_batches``, counting rows.
 2. ``features-v1``: the 53 per-connection features (conn-v1), batches read first.
 3. ``features-v2``: conn-v2 = conn-v1 plus the per-host context (``HostContext``).
 4. ``model-v1`` / ``model-v2``: onnxruntime on precomputed features, one intra-op
@@ -43,7 +43,7 @@ STAGES = ("reader", "features-v1", "features-v2", "model-v1", "model-v2", "expla
 
 
 def _frames(path: str) -> list:
-    from zeek_ml.zeeklog import iter_batches
+    from zeek_ml.sources.files import iter_batches
 
     return list(iter_batches(path))
 
@@ -52,9 +52,9 @@ def child(stage: str, path: str) -> dict[str, object]:
     """Run one stage here; return rows and the seconds of that stage's own step."""
     import numpy as np
 
-    from zeek_ml.features import FEATURE_SPEC, FEATURE_SPEC_V2, compute_features
-    from zeek_ml.model import load_model
-    from zeek_ml.temporal import HostContext
+    from zeek_ml.features.conn import FEATURE_SPEC, FEATURE_SPEC_V2, compute_features
+    from zeek_ml.features.context import HostContext
+    from zeek_ml.model.conn_model import load_model
 
     if stage == "reader":
         t0 = time.perf_counter()

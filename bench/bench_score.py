@@ -6,7 +6,7 @@ Stages, each run in its own subprocess so that its peak RSS is its own
 
 1. ``pyarrow``: ``pyarrow.csv.read_csv`` of the data lines only (tab
    delimiter, comment lines skipped, all 21 columns typed): the floor.
-2. ``reader``: ``zeek_ml.zeeklog.iter_batches`` over the file, counting rows.
+2. ``reader``: ``zeek_ml.sources.files.iter_batches`` over the file, counting rows.
 3. ``score``: ``zeek-ml score FILE -o OUT`` end to end (interpreter start,
    imports and model load included).
 
@@ -119,9 +119,9 @@ def child_pyarrow(path: str) -> dict[str, object]:
 def child_reader(path: str) -> dict[str, object]:
     """Stage 2: zeek-ml's reader alone, counting rows."""
     try:
-        from zeek_ml.zeeklog import iter_batches
+        from zeek_ml.sources.files import iter_batches
     except ImportError as exc:
-        return {"unavailable": f"zeek_ml.zeeklog.iter_batches: {exc}"}
+        return {"unavailable": f"zeek_ml.sources.files.iter_batches: {exc}"}
     t0 = time.perf_counter()
     rows = 0
     for batch in iter_batches(path):

@@ -28,12 +28,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from zeek_ml.calibrate import SiteProfile, fit_profile  # noqa: E402
 from zeek_ml.cli import DEFAULT_MODEL  # noqa: E402
-from zeek_ml.model import load_model  # noqa: E402
-from zeek_ml.pipeline import Scorer, Verdicts  # noqa: E402
-from zeek_ml.sinks import build_notice_sink  # noqa: E402
-from zeek_ml.zeeklog import iter_batches  # noqa: E402
+from zeek_ml.model.conn_model import load_model  # noqa: E402
+from zeek_ml.model.scorer import Scorer, Verdicts  # noqa: E402
+from zeek_ml.notices.profile import SiteProfile  # noqa: E402
+from zeek_ml.services.calibrate import fit_profile  # noqa: E402
+from zeek_ml.sinks.logs import build_notice_sink  # noqa: E402
+from zeek_ml.sources.files import iter_batches  # noqa: E402
 
 DAY = 86400.0
 SITES: dict[str, tuple[str, str, str]] = {
@@ -187,7 +188,7 @@ def main() -> int:
         total += len(bad)
         cells = []
         for key in names:
-            from zeek_ml.aggregate import IncidentSink, NoticePolicy
+            from zeek_ml.notices.incidents import IncidentSink, NoticePolicy
 
             sink = IncidentSink(
                 null_factory, NoticePolicy(profile=None if key == "model only" else profiles[key]), track_uids=True

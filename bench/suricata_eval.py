@@ -35,11 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from zeek_ml.cli import DEFAULT_MODEL  # noqa: E402
-from zeek_ml.model import load_model  # noqa: E402
-from zeek_ml.pipeline import Scorer, Verdicts  # noqa: E402
-from zeek_ml.site import LocalNets  # noqa: E402
-from zeek_ml.suricata import EveAlertSink  # noqa: E402
-from zeek_ml.zeeklog import ReadStats, RejectLog, read_frames  # noqa: E402
+from zeek_ml.model.conn_model import load_model  # noqa: E402
+from zeek_ml.model.scorer import Scorer, Verdicts  # noqa: E402
+from zeek_ml.notices.site import LocalNets  # noqa: E402
+from zeek_ml.sinks.eve import EveAlertSink  # noqa: E402
+from zeek_ml.sources.files import read_frames  # noqa: E402
+from zeek_ml.sources.reading import ReadStats, RejectLog  # noqa: E402
 
 
 def _read(paths: list[Path] | Path, local_nets: Any = None) -> tuple[pd.DataFrame, ReadStats]:

@@ -38,9 +38,9 @@ import pandas as pd
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from zeek_ml.zeeklog.reader import read_frames  # noqa: E402
-from zeek_ml.zeeklog.schema import CONN_FIELDS  # noqa: E402
-from zeek_ml.zeeklog.writer import ZeekLogWriter  # noqa: E402
+from zeek_ml.formats.schema import CONN_FIELDS  # noqa: E402
+from zeek_ml.formats.writer import ZeekLogWriter  # noqa: E402
+from zeek_ml.sources.files import read_frames  # noqa: E402
 
 DEFAULT_SOURCES = [
     os.path.join(ROOT, "sample_logs", "ctu-normal-40.first2000.conn.log.labeled.gz"),

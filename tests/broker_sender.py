@@ -14,10 +14,10 @@ import time
 import pandas as pd
 
 from tests.conftest import SAMPLE_LOGS
-from zeek_ml.broker.bindings import import_broker
-from zeek_ml.broker.codec import conn_records
-from zeek_ml.verdicts import CONN_EVENT, CONN_TOPIC
-from zeek_ml.zeeklog import iter_batches
+from zeek_ml.formats.records import CONN_EVENT, CONN_TOPIC
+from zeek_ml.services.broker.bindings import import_broker
+from zeek_ml.sinks.broker import conn_records
+from zeek_ml.sources.files import iter_batches
 
 
 def main(port: int, count: int) -> int:

@@ -75,7 +75,7 @@ def zeek() -> str:
 @pytest.fixture(scope="module")
 def broker() -> Any:
     """Broker's Python bindings (as ``zeek-ml broker`` finds them): skip without them, fail in CI."""
-    from zeek_ml.broker.bindings import BrokerUnavailable, import_broker
+    from zeek_ml.services.broker.bindings import BrokerUnavailable, import_broker
 
     try:
         return import_broker()

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, SAMPLE_LOGS, TEST_DATA, run_cli
-from zeek_ml.aggregate import IncidentSink, NoticePolicy
-from zeek_ml.model import load_model
-from zeek_ml.pipeline import Scorer
-from zeek_ml.sinks import build_notice_sink, file_writer
-from zeek_ml.zeeklog import iter_batches
-from zeek_ml.zeeklog.writer import ZeekLogWriter
+from zeek_ml.formats.writer import ZeekLogWriter
+from zeek_ml.model.conn_model import load_model
+from zeek_ml.model.scorer import Scorer
+from zeek_ml.notices.incidents import IncidentSink, NoticePolicy
+from zeek_ml.sinks.logs import build_notice_sink, file_writer
+from zeek_ml.sources.files import iter_batches
 
 LAB = TEST_DATA / "lab" / "lab-namespaces-2026.part1.head4000.conn.log.labeled.gz"
 """The first 4,000 rows of the lab capture: an nmap SYN scan and a connect scan (tests/data/README.md)."""

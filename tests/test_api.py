@@ -15,7 +15,7 @@ import pytest
 
 import zeek_ml
 from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
-from zeek_ml.connframe import MODEL_COLUMNS, FrameError, conn_frame
+from zeek_ml.sources.frame import MODEL_COLUMNS, FrameError, conn_frame
 
 ZAT_TSV = SAMPLE_LOGS / "zat.conn.log"  # Bro 2.x TSV: no local_resp, table[string] (the zat project's own log)
 SSH_TSV = SAMPLE_LOGS / "ssh_sshguess.conn.log"

@@ -1,7 +1,7 @@
 """``zeek-ml broker`` with real Broker endpoints on 127.0.0.1: round trip, restarts on either side, overload.
 
 The test endpoint publishes ``ZeekML::conn_finished`` events built by
-:func:`zeek_ml.broker.codec.conn_records` from :data:`zeek_ml.verdicts.CONN_FIELDS`,
+:func:`zeek_ml.sinks.broker.conn_records` from :data:`zeek_ml.formats.records.CONN_FIELDS`,
 the definition ``tests/test_zeek_scripts.py`` checks ``main.zeek`` against, so
 the events have exactly the shape the Zeek package sends.
 """
@@ -27,14 +27,22 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, SAMPLE_LOGS
-from zeek_ml.verdicts import ACK_EVENT, ACK_TOPIC, CONN_EVENT, CONN_TOPIC, VERDICT_EVENT, VERDICT_FIELDS, VERDICT_TOPIC
+from zeek_ml.formats.records import (
+    ACK_EVENT,
+    ACK_TOPIC,
+    CONN_EVENT,
+    CONN_TOPIC,
+    VERDICT_EVENT,
+    VERDICT_FIELDS,
+    VERDICT_TOPIC,
+)
 
 MALICIOUS = SAMPLE_LOGS / "001-zeek-scenario-malicious.labeled-conn.log.gz"
 
 
 @pytest.fixture(scope="module")
 def conns() -> pd.DataFrame:
-    from zeek_ml.zeeklog import iter_batches
+    from zeek_ml.sources.files import iter_batches
 
     frame = pd.concat(list(iter_batches([str(MALICIOUS)])), ignore_index=True)
     assert len(frame) > 900 and frame["uid"].is_unique
@@ -50,7 +58,7 @@ def offline_scores(conns: pd.DataFrame) -> dict[str, float]:
 def score_offline(frame: pd.DataFrame) -> dict[str, float]:
     """One Scorer over ``frame`` in its row order, as ``zeek-ml score`` does (the model is stateful)."""
     from zeek_ml.cli import _load
-    from zeek_ml.pipeline import Scorer
+    from zeek_ml.model.scorer import Scorer
 
     scores = Scorer(_load(None), 0.0)(frame.reset_index(drop=True)).scores
     return dict(zip(frame["uid"], scores.astype(float)))
@@ -64,7 +72,7 @@ def differing(a: dict[str, float], b: dict[str, float]) -> list[str]:
 def isolated_scores(conns: pd.DataFrame) -> dict[str, float]:
     """Each connection scored with an empty context: what a scorer without memory would say."""
     from zeek_ml.cli import _load
-    from zeek_ml.pipeline import Scorer
+    from zeek_ml.model.scorer import Scorer
 
     model = _load(None)
     out = {}
@@ -169,7 +177,7 @@ class Zeekish:
         subscriber its messages on its own, so an ack can reach us before the verdicts sent ahead of it.
         """
         wanted = set(until) if verdicts and until is not None else set()
-        from zeek_ml.broker.codec import verdict_dicts
+        from zeek_ml.sources.broker import verdict_dicts
 
         deadline = time.monotonic() + timeout
         last = time.monotonic()
@@ -234,7 +242,7 @@ def go_away(proc: subprocess.Popen[str]) -> None:
 
 @pytest.fixture
 def records(broker: Any, conns: pd.DataFrame) -> list[tuple[Any, ...]]:
-    from zeek_ml.broker.codec import conn_records
+    from zeek_ml.sinks.broker import conn_records
 
     return conn_records(broker, conns)
 
@@ -486,7 +494,7 @@ def test_overload_drops_are_counted(broker: Any, tmp_path: Path, records: list[t
 
 def test_bindings_missing_says_how_to_get_them(tmp_path: Path) -> None:
     code = (
-        "import sys, zeek_ml.broker.bindings as b\n"
+        "import sys, zeek_ml.services.broker.bindings as b\n"
         "b.DEBIAN_DIR = '/nonexistent'\n"
         "sys.path = [p for p in sys.path if 'dist-packages' not in p]\n"
         "try:\n    b.import_broker()\nexcept b.BrokerUnavailable as e:\n    print(e)\n    sys.exit(7)\n"

@@ -4,7 +4,7 @@ sends can stop the service, and overload shows in its metrics.
 The service runs as the real CLI (a subprocess); the peer is a real Broker endpoint on 127.0.0.1
 publishing on the conn topic. The good events are real connections (the sample IoT capture); the bad
 ones are those connections with one thing wrong: each kind of fault the record definition
-(:data:`zeek_ml.verdicts.CONN_FIELDS`) rules out, plus messages that are not Zeek events at all.
+(:data:`zeek_ml.formats.records.CONN_FIELDS`) rules out, plus messages that are not Zeek events at all.
 The model is stateful, so "the good events are scored exactly as offline, in order" also proves
 that no bad event reached the model.
 """
@@ -28,15 +28,15 @@ from hypothesis import strategies as st
 
 from tests.conftest import need, run_cli
 from tests.test_broker import MALICIOUS, Zeekish, differing, free_port, running, score_offline
-from zeek_ml.verdicts import CONN_EVENT, CONN_FIELDS, CONN_TOPIC
-from zeek_ml.zeeklog.schema import MAX_VALUE_CHARS
+from zeek_ml.formats.records import CONN_EVENT, CONN_FIELDS, CONN_TOPIC
+from zeek_ml.formats.schema import MAX_VALUE_CHARS
 
 FIELD = {f.name: i for i, f in enumerate(CONN_FIELDS)}
 
 
 @pytest.fixture(scope="module")
 def conns() -> pd.DataFrame:
-    from zeek_ml.zeeklog import iter_batches
+    from zeek_ml.sources.files import iter_batches
 
     frame = pd.concat(list(iter_batches([str(MALICIOUS)])), ignore_index=True)
     assert len(frame) > 400 and frame["uid"].is_unique
@@ -45,7 +45,7 @@ def conns() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def records(broker: Any, conns: pd.DataFrame) -> list[tuple[Any, ...]]:
-    from zeek_ml.broker.codec import conn_records
+    from zeek_ml.sinks.broker import conn_records
 
     return conn_records(broker, conns)
 
@@ -304,7 +304,7 @@ def broker_values(b: Any) -> st.SearchStrategy[Any]:
 @pytest.fixture(scope="module")
 def scorer() -> Any:
     from zeek_ml.cli import _load
-    from zeek_ml.pipeline import Scorer
+    from zeek_ml.model.scorer import Scorer
 
     return Scorer(_load(None), 0.0)
 
@@ -317,7 +317,7 @@ def test_decoder_never_raises_anything_else_and_what_it_accepts_scores(
     """A real record with random fields replaced by random Broker values (or cut, or padded): the decoder
     either returns a row that builds a frame the model scores, or raises Rejected naming a field or
     the message; nothing else escapes."""
-    from zeek_ml.broker.codec import ConnDecoder, Rejected, conn_frame
+    from zeek_ml.sources.broker import ConnDecoder, Rejected, conn_frame
 
     decoder = ConnDecoder(broker)
     record = list(records[data.draw(st.integers(0, len(records) - 1))])

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
-from zeek_ml.calibrate import PATTERN_FIELDS, PROFILE_FORMAT, ProfileError, SiteProfile, calibrate_logs
-from zeek_ml.model import load_model
+from zeek_ml.model.conn_model import load_model
+from zeek_ml.notices.profile import PATTERN_FIELDS, PROFILE_FORMAT, ProfileError, SiteProfile
+from zeek_ml.services.calibrate import calibrate_logs
 
 RITA = "zeek_unlabeled/more/rita"
 

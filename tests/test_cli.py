@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
-from zeek_ml.notice import NOTE, NOTICE_LOG_FIELDS
-from zeek_ml.zeeklog import NOTICE_FIELDS, read_frames
+from zeek_ml.formats.schema import NOTICE_FIELDS
+from zeek_ml.notices.notice import NOTE, NOTICE_LOG_FIELDS
+from zeek_ml.sources.files import read_frames
 
 NOTICE_NAMES = [n for n, _ in NOTICE_FIELDS]
 MODEL = ROOT / "models" / "conn-cnn-v1.onnx"

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ROOT, SAMPLE_LOGS, TEST_DATA, need, run_cli
-from zeek_ml.evaluate import (
+from zeek_ml.features.conn import FEATURE_SPEC, FEATURE_SPEC_V2
+from zeek_ml.training.evaluate import (
     binary_metrics,
     false_positive_sources,
     label_vector,
@@ -21,7 +22,6 @@ from zeek_ml.evaluate import (
     loco,
     threshold_for_fpr,
 )
-from zeek_ml.features import FEATURE_SPEC, FEATURE_SPEC_V2
 
 SMALL = ("CTU-Honeypot-Capture-4-1", "001-zeek-scenario-malicious", "010-zeek-mixed")
 CAPTURES = {
@@ -112,7 +112,7 @@ def test_false_positive_sources_group_the_benign_rows_over_threshold() -> None:
 
 
 def test_leave_family_out_scores_each_family_it_left_out() -> None:
-    from zeek_ml.train import FAMILIES, family_of
+    from zeek_ml.training.data import FAMILIES, family_of
 
     caps = [load_labelled(str(CAPTURES[n])) for n in SMALL]
     counts = {f: 0 for f in FAMILIES}
@@ -155,7 +155,7 @@ def test_evaluate_reproduces_the_shipped_cards_numbers(tmp_path: Path) -> None:
     """The card's ``zeek-ml evaluate`` table is what the command prints for the shipped file."""
     card = json.loads((ROOT / "models" / "conn-cnn-v2.json").read_text())
     model = ROOT / "models" / "conn-cnn-v2.onnx"
-    from zeek_ml.model import sha256_file
+    from zeek_ml.model.conn_model import sha256_file
 
     assert card["onnx_sha256"] == sha256_file(model)  # the card describes this very file
     shipped = card["shipped_evaluate"]
@@ -198,8 +198,8 @@ def test_evaluate_command_writes_table_report_and_figures(tmp_path: Path) -> Non
     pooled = rep["pooled"]
     assert pooled["n"] == 5347 - 37 and pooled["n_malicious"] == 3373  # Background rows left out
     # the figures agree with scoring the same rows with the library
-    from zeek_ml.model import load_model
-    from zeek_ml.zeeklog import read_frames
+    from zeek_ml.model.conn_model import load_model
+    from zeek_ml.sources.files import read_frames
 
     model = load_model(ROOT / "models" / "conn-cnn-v2.onnx")
     frame = read_frames([str(data)])

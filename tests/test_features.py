@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zeek_ml.features import FEATURE_SPEC, Feature, FeatureSpec, compute_features
-from zeek_ml.zeeklog import read_frames
+from zeek_ml.features.conn import FEATURE_SPEC, Feature, FeatureSpec, compute_features
+from zeek_ml.sources.files import read_frames
 
 SAMPLE = "sample_logs/ctu-normal-40.first2000.conn.log.labeled.gz"
 

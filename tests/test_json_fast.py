@@ -1,8 +1,8 @@
 """Zeek JSON read columnar (issue 13, item 4) gives exactly what the line-by-line reader gives.
 
-The columnar path (:func:`zeek_ml.zeeklog.reader.json_block_table`, ``pyarrow.json`` and vectorised
+The columnar path (:func:`zeek_ml.sources.zeeklog.json_block_table`, ``pyarrow.json`` and vectorised
 checks) reads a plain chunk of Zeek JSON lines in one go; any chunk with something unusual goes
-line by line, as before. These tests read the same bytes both ways (``reader.JSON_FAST`` set and
+line by line, as before. These tests read the same bytes both ways (``zeeklog.JSON_FAST`` set and
 unset, or ``ZEEK_ML_JSON_FAST=0`` for a subprocess) and require identical frames (columns and
 their order, dtypes, values, ``attrs``), identical rejects (file, line, field, reason, raw bytes)
 and identical counters:
@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SAMPLE_LOGS, run_cli
-from zeek_ml.zeeklog import reader
+from zeek_ml.sources import files, reading, zeeklog
 
 ADDRS = ["10.0.0.1", "192.168.1.20", "8.8.8.8", "fe80::1", "2001:db8::7", "::1", "255.255.255.255"]
 
@@ -165,19 +165,19 @@ def json_log(draw: st.DrawFn) -> bytes:
     return b"\n".join(lines) + tail
 
 
-def read_both(path: Path, batch_bytes: int = reader.DEFAULT_BATCH_BYTES, conn: bool = True) -> tuple[Any, Any]:
+def read_both(path: Path, batch_bytes: int = files.DEFAULT_BATCH_BYTES, conn: bool = True) -> tuple[Any, Any]:
     """(frames, rejects, counters) of the columnar and of the line-by-line read of ``path``."""
     results = []
     for fast in (True, False):
-        reader.JSON_FAST = fast
+        zeeklog.JSON_FAST = fast
         try:
-            rejects = reader.RejectLog(keep=10**6)
-            stats = reader.ReadStats()
+            rejects = reading.RejectLog(keep=10**6)
+            stats = reading.ReadStats()
             frames = list(
-                reader.iter_batches(str(path), rejects=rejects, stats=stats, batch_bytes=batch_bytes, conn=conn)
+                files.iter_batches(str(path), rejects=rejects, stats=stats, batch_bytes=batch_bytes, conn=conn)
             )
         finally:
-            reader.JSON_FAST = True
+            zeeklog.JSON_FAST = True
         results.append((frames, [(r.file, r.line, r.field, r.reason, r.raw) for r in rejects.first], stats))
     return results[0], results[1]
 
@@ -237,8 +237,8 @@ def test_plain_chunk_takes_the_columnar_path(monkeypatch: pytest.MonkeyPatch, tm
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the line-by-line path was used on a plain chunk")
 
-    monkeypatch.setattr(reader._JsonParser, "_feed_lines", refuse)
-    frame = reader.read_frames(str(path))
+    monkeypatch.setattr(zeeklog._JsonParser, "_feed_lines", refuse)
+    frame = files.read_frames(str(path))
     assert len(frame) == 50
 
 
@@ -287,7 +287,7 @@ def test_each_fault_leaves_the_columnar_path(fault: bytes, tmp_path: Path) -> No
     lines[4] = fault
     buf = b"\n".join(lines) + b"\n"
     if fault not in VALID_BUT_ODD:
-        assert reader.json_block_table(buf) is None, fault
+        assert zeeklog.json_block_table(buf) is None, fault
     path = tmp_path / "conn.json.log"
     path.write_bytes(buf)
     fast, slow = read_both(path)

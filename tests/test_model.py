@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 import pytest
 
-from zeek_ml.features import FEATURE_SPEC
-from zeek_ml.model import FeatureSpecMismatch, ModelLoadError, load_model
-from zeek_ml.zeeklog import read_frames
+from zeek_ml.features.conn import FEATURE_SPEC
+from zeek_ml.model.conn_model import FeatureSpecMismatch, ModelLoadError, load_model
+from zeek_ml.sources.files import read_frames
 
 MODEL = "models/conn-cnn-v1.onnx"
 SAMPLE = "sample_logs/ctu-normal-40.first2000.conn.log.labeled.gz"
@@ -58,7 +58,7 @@ def test_known_outputs(model) -> None:
 
 def test_predict_proba_batches(model) -> None:
     frame = read_frames([SAMPLE])
-    from zeek_ml.features import compute_features
+    from zeek_ml.features.conn import compute_features
 
     X = compute_features(frame)
     small = load_model(MODEL, batch_rows=97)
@@ -117,7 +117,7 @@ def test_load_errors(tmp_path) -> None:
 
 def test_torch_model_matches_onnx_export(tmp_path) -> None:
     torch = pytest.importorskip("torch")
-    from zeek_ml.train import _build_torch_model, export_onnx
+    from zeek_ml.training.nets import _build_torch_model, export_onnx
 
     torch.manual_seed(0)
     n_num = sum(f.kind in ("log1p", "log") for f in FEATURE_SPEC.features)
@@ -131,7 +131,7 @@ def test_torch_model_matches_onnx_export(tmp_path) -> None:
     }
     path = str(tmp_path / "tiny.onnx")
     export_onnx(net, FEATURE_SPEC, path, meta)
-    from zeek_ml.features import compute_features
+    from zeek_ml.features.conn import compute_features
 
     X = compute_features(read_frames([SAMPLE]).head(300))
     with torch.no_grad():
@@ -158,7 +158,7 @@ def lab_rows():
 
 
 def test_v2_metadata_and_threshold_table(v2) -> None:
-    from zeek_ml.features import FEATURE_SPEC_V2
+    from zeek_ml.features.conn import FEATURE_SPEC_V2
 
     assert v2.name == "conn-cnn-v2" and v2.version == 2
     assert v2.spec == FEATURE_SPEC_V2
@@ -179,7 +179,7 @@ def test_v2_metadata_and_threshold_table(v2) -> None:
 
 
 def test_v2_streaming_equals_one_shot_and_checkpoints(v2, lab_rows) -> None:
-    from zeek_ml.pipeline import Scorer
+    from zeek_ml.model.scorer import Scorer
 
     whole = v2.score_frame(lab_rows, context=v2.new_context())
     scorer = Scorer(v2)
@@ -197,8 +197,8 @@ def test_v2_streaming_equals_one_shot_and_checkpoints(v2, lab_rows) -> None:
 
 
 def test_v2_names_family_and_reasons_for_flagged_rows_only(v2, lab_rows) -> None:
-    from zeek_ml.model import _group_columns
-    from zeek_ml.pipeline import Scorer
+    from zeek_ml.model.conn_model import _group_columns
+    from zeek_ml.model.scorer import Scorer
 
     verdicts = Scorer(v2)(lab_rows)
     flagged = verdicts.flagged

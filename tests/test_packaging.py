@@ -112,7 +112,7 @@ def test_sdist_installs_with_pip_user_and_finds_its_model(sdist: Path, tmp_path:
 
 
 def test_systemd_unit_runs_the_given_entry_point() -> None:
-    from zeek_ml.watch.systemd import systemd_unit
+    from zeek_ml.services.watch.systemd import systemd_unit
 
     system = systemd_unit(["/usr/local/bin/zeek-ml"])
     assert "ExecStart=/usr/local/bin/zeek-ml watch /opt/zeek/logs/current" in system

@@ -303,7 +303,7 @@ def _json_text(obj: dict[str, Any], rng: random.Random) -> bytes:
 
 def _json_file(rng: random.Random, seed: tuple[str, list[dict[str, Any]]], tag: str, n: int, p: float) -> FuzzFile:
     """A Zeek JSON conn log of ``n`` real records (unique uids), most of them mutated."""
-    from zeek_ml.zeeklog.schema import CONN_TYPES
+    from zeek_ml.formats.schema import CONN_TYPES
 
     _, records = seed
     lines: list[Line] = []
@@ -1129,7 +1129,8 @@ def _tsv_text(value: str) -> bytes:
 @given(rows=st.lists(st.tuples(*[TSV_VALUES[t] for _, t in CONN]), min_size=1, max_size=12))
 def test_property_tsv_lines(tmp_path: Path, rows: list[tuple[str, ...]]) -> None:
     """Random TSV lines: valid ones read with their values, invalid ones rejected naming a bad field."""
-    from zeek_ml.zeeklog import RejectLog, read_frames
+    from zeek_ml.sources.files import read_frames
+    from zeek_ml.sources.reading import RejectLog
 
     header = (
         "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#fields\t"
@@ -1223,7 +1224,8 @@ def json_value_ok(v: Any, zeek_type: str, name: str) -> bool:
 @given(rows=st.lists(st.tuples(*[JSON_VALUES[t] for _, t in CONN]), min_size=1, max_size=12))
 def test_property_json_lines(tmp_path: Path, rows: list[tuple[Any, ...]]) -> None:
     """Random JSON records: valid ones read, invalid ones rejected naming a bad field, nothing raises."""
-    from zeek_ml.zeeklog import RejectLog, read_frames
+    from zeek_ml.sources.files import read_frames
+    from zeek_ml.sources.reading import RejectLog
 
     lines, expect = [], {}
     for i, row in enumerate(rows):
@@ -1293,7 +1295,8 @@ def test_property_damaged_real_logs_never_raise(kind: str, edits: list[tuple[flo
     (an unusable header) is a one-line SourceError; no other exception escapes."""
     import io
 
-    from zeek_ml.zeeklog.reader import ReadStats, RejectLog, SourceError, _Context, _iter_lines
+    from zeek_ml.sources.files import _iter_lines
+    from zeek_ml.sources.reading import ReadStats, RejectLog, SourceError, _Context
 
     text = bytearray(_real_text(kind))
     for where, op, data in edits:

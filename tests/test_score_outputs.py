@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, SAMPLE_LOGS, need, run_cli
-from zeek_ml import safeio
-from zeek_ml.zeeklog import read_frames
+from zeek_ml.formats import safeio
+from zeek_ml.sources.files import read_frames
 
 CONN = SAMPLE_LOGS / "ssh_sshguess.conn.log"  # 11 real connections
 """A small real conn log; the whole of sample_logs/ (3,478 connections) where bulk is needed."""
@@ -260,7 +260,7 @@ def test_a_symlink_at_the_old_predictable_temp_name_is_not_followed(tmp_path: Pa
 
 def test_a_link_planted_at_the_very_temp_name_drawn_is_skipped(tmp_path: Path, monkeypatch) -> None:
     """O_CREAT|O_EXCL|O_NOFOLLOW: when the random name drawn is taken by a link, another is drawn."""
-    from zeek_ml.watch.durable import write_json_atomic
+    from zeek_ml.formats.safeio import write_json_atomic
 
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
@@ -275,7 +275,7 @@ def test_a_link_planted_at_the_very_temp_name_drawn_is_skipped(tmp_path: Path, m
 
 
 def test_checkpoint_writer_refuses_a_link_and_keeps_modes(tmp_path: Path) -> None:
-    from zeek_ml.watch.durable import write_json_atomic
+    from zeek_ml.formats.safeio import write_json_atomic
 
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
@@ -409,8 +409,8 @@ def test_safe_output_primitives(tmp_path: Path) -> None:
 def test_a_log_written_as_it_goes_never_follows_a_link(tmp_path: Path) -> None:
     """A path given to ZeekLogWriter (the broker's ``-o``, read while written) is opened in place,
     O_NOFOLLOW: a link or a hard-linked file there is refused, a plain file is visible before close."""
-    from zeek_ml.zeeklog.schema import CONN_FIELDS
-    from zeek_ml.zeeklog.writer import ZeekLogWriter
+    from zeek_ml.formats.schema import CONN_FIELDS
+    from zeek_ml.formats.writer import ZeekLogWriter
 
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
@@ -475,11 +475,11 @@ def test_a_reader_that_stops_early_is_fine_unless_a_file_output_is_lost(tmp_path
 
 def test_a_failure_making_one_output_durable_replaces_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """EDQUOT or EIO at the fsync of the second output (NFS reports quota there): neither target is replaced.
-    The fault is injected into ``os.fsync`` as seen by zeek_ml.safeio; everything else is the real run."""
+    The fault is injected into ``os.fsync`` as seen by zeek_ml.formats.safeio; everything else is the real run."""
     import errno as errno_
 
     from zeek_ml.cli import _load
-    from zeek_ml.score import score_logs
+    from zeek_ml.services.score import score_logs
 
     notice, every = tmp_path / "notice.log", tmp_path / "all.log"
     notice.write_text("OLD NOTICES\n")

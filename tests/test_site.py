@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import SAMPLE_LOGS, run_cli
-from zeek_ml.site import LocalNets, directions, local_discovery, severities, severity, severity_rank
-from zeek_ml.zeeklog import iter_batches, read_frames
+from zeek_ml.notices.site import directions, local_discovery, severities, severity, severity_rank
+from zeek_ml.sources.files import iter_batches, read_frames
+from zeek_ml.sources.local_nets import LocalNets
 
 
 def _conns(rows: list[tuple[str, str]], local: list[tuple[object, object]] | None = None) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from tests.conftest import DATA, ROOT, need_shared, run_cli
 from tests.soc import beats
 from tests.soc.ingest import Registry, load_pipeline, simulate
 from tests.soc.splunk import SplunkApp, SplunkApps, explain, index_file
-from zeek_ml.notice import EXTRA_NOTICE_FIELDS, INCIDENT_NOTICE_FIELDS
+from zeek_ml.notices.notice import EXTRA_NOTICE_FIELDS, INCIDENT_NOTICE_FIELDS
 
 SOC = DATA / "soc_ingest"
 ZEEK_INT = SOC / "elastic-integrations" / "zeek-notice"

@@ -27,13 +27,13 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
-from zeek_ml.aggregate import MAX_MEMBERS, Incident, IncidentSink, NoticePolicy
-from zeek_ml.model import load_model
-from zeek_ml.pipeline import Scorer
-from zeek_ml.site import LocalNets
-from zeek_ml.temporal import CONFIRM_ROWS, TIME_SKEW, HostContext, StreamClock
-from zeek_ml.zeeklog import read_frames
-from zeek_ml.zeeklog.writer import ZeekLogWriter
+from zeek_ml.features.context import CONFIRM_ROWS, TIME_SKEW, HostContext, StreamClock
+from zeek_ml.formats.writer import ZeekLogWriter
+from zeek_ml.model.conn_model import load_model
+from zeek_ml.model.scorer import Scorer
+from zeek_ml.notices.incidents import MAX_MEMBERS, Incident, IncidentSink, NoticePolicy
+from zeek_ml.sources.files import read_frames
+from zeek_ml.sources.local_nets import LocalNets
 
 CTU = SAMPLE_LOGS / "ctu-normal-40.first2000.conn.log.labeled.gz"
 NJRAT = SAMPLE_LOGS / "001-zeek-scenario-malicious.labeled-conn.log.gz"

@@ -24,20 +24,14 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, SAMPLE_LOGS, TEST_DATA, need, run_cli
-from zeek_ml.features import SURICATA_UNSUPPLIED, compute_features
-from zeek_ml.pipeline import Verdicts
-from zeek_ml.suricata import (
-    GID,
-    SID_BASE,
-    EveAlertSink,
-    EveArrayParser,
-    EveParser,
-    family_signature,
-    flows_to_conns,
-)
-from zeek_ml.zeeklog import ReadStats, RejectLog, SourceError, expand_sources, read_frames
-from zeek_ml.zeeklog.reader import _Context, _JsonParser, _TsvParser, make_parser
-from zeek_ml.zeeklog.schema import CONN_FIELDS, pandas_dtype
+from zeek_ml.features.conn import SURICATA_UNSUPPLIED, compute_features
+from zeek_ml.formats.schema import CONN_FIELDS, pandas_dtype
+from zeek_ml.model.scorer import Verdicts
+from zeek_ml.sinks.eve import GID, SID_BASE, EveAlertSink, family_signature
+from zeek_ml.sources.eve import EveArrayParser, EveParser, flows_to_conns
+from zeek_ml.sources.files import expand_sources, make_parser, read_frames
+from zeek_ml.sources.reading import ReadStats, RejectLog, SourceError, _Context
+from zeek_ml.sources.zeeklog import _JsonParser, _TsvParser
 
 EXCERPT = TEST_DATA / "suricata-excerpt.eve.json"
 EDITED = TEST_DATA / "suricata-edited.eve.json"
@@ -336,8 +330,8 @@ def _check_alert_shape(alert: dict) -> None:
 
 
 def _verdicts(frame: pd.DataFrame, **extra) -> Verdicts:
-    from zeek_ml.model import load_model
-    from zeek_ml.pipeline import Scorer
+    from zeek_ml.model.conn_model import load_model
+    from zeek_ml.model.scorer import Scorer
 
     verdicts = Scorer(load_model(MODEL), threshold=0.0)(frame)
     for key, value in extra.items():
@@ -406,7 +400,7 @@ def test_alert_sink_family_reasons_and_aggregation(tmp_path: Path) -> None:
 
 
 def test_follower_reads_eve_through_rotation_exactly_once(tmp_path: Path) -> None:
-    from zeek_ml.watch.tail import LogFollower
+    from zeek_ml.sources.tail import LogFollower
 
     lines = EXCERPT.read_bytes().splitlines(keepends=True)
     live = tmp_path / "eve.json"

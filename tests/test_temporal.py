@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import SAMPLE_LOGS, TEST_DATA
-from zeek_ml.temporal import FAILED_STATES, TEMPORAL_NAMES, HostContext
-from zeek_ml.zeeklog import read_frames
+from zeek_ml.features.context import FAILED_STATES, TEMPORAL_NAMES, HostContext
+from zeek_ml.sources.files import read_frames
 
 # real lab capture (an nmap SYN scan, then a connect scan), first rows in log order
 LAB = TEST_DATA / "lab" / "lab-namespaces-2026.part1.head4000.conn.log.labeled.gz"
@@ -119,7 +119,7 @@ def test_empty_batch_and_missing_columns() -> None:
 
 
 def test_sequences_hold_the_originators_previous_connections(lab: pd.DataFrame) -> None:
-    from zeek_ml.temporal import SEQ_FIELDS
+    from zeek_ml.features.context import SEQ_FIELDS
 
     sub = lab.head(600)
     ctx = HostContext(seq_k=4)

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from tests import temporal_reference as ref
 from tests.conftest import SAMPLE_LOGS, TEST_DATA
-from zeek_ml import temporal as fast
-from zeek_ml.zeeklog import read_frames
+from zeek_ml.features import context as fast
+from zeek_ml.sources.files import read_frames
 
 STATES = ["S0", "SF", "REJ", "RSTO", "S1", "SH", "OTH", None]
 PARAMS = st.fixed_dictionaries(

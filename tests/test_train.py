@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, run_cli
-from zeek_ml.model import load_model
+from zeek_ml.model.conn_model import load_model
 
 
 def test_train_reproduces_the_shipped_model(shared_data: Path, tmp_path: Path) -> None:
@@ -65,10 +65,10 @@ def test_every_zoo_network_trains_and_the_ensemble_exports_exactly(tmp_path: Pat
     pytest.importorskip("onnx")
     import numpy as np
 
-    from zeek_ml.features import FEATURE_SPEC_V2, Feature, FeatureSpec, compute_features
-    from zeek_ml.temporal import SEQ_FIELDS, HostContext
-    from zeek_ml.train import export_onnx, fit_net
-    from zeek_ml.zeeklog import read_frames
+    from zeek_ml.features.conn import FEATURE_SPEC_V2, Feature, FeatureSpec, compute_features
+    from zeek_ml.features.context import SEQ_FIELDS, HostContext
+    from zeek_ml.sources.files import read_frames
+    from zeek_ml.training.nets import export_onnx, fit_net
 
     frame = read_frames([str(ROOT / "sample_logs" / "ctu-normal-40.first2000.conn.log.labeled.gz")])
     y = (frame["label"].astype(str).str.lower() == "malicious").to_numpy().astype(np.float32)

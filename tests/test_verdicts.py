@@ -18,15 +18,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
-from zeek_ml.verdicts import (
-    NOTICE_COLUMNS,
-    VERDICT_FIELDS,
-    log_type,
-    verdict_file_fields,
-    verdict_file_header,
-    verdict_file_sink,
-)
-from zeek_ml.zeeklog.escape import unescape
+from zeek_ml.formats.escape import unescape
+from zeek_ml.formats.records import NOTICE_COLUMNS, VERDICT_FIELDS, log_type, verdict_file_fields
+from zeek_ml.sinks.verdict_file import verdict_file_header, verdict_file_sink
 
 CANNED = ROOT / "zeek_scripts" / "testing" / "Files" / "verdicts.log"
 MALICIOUS = "001-zeek-scenario-malicious.labeled-conn.log.gz"
@@ -70,7 +64,7 @@ def test_header_is_the_verdict_record() -> None:
 
 def test_notice_columns_match_the_offline_notice_log() -> None:
     """Zeek logs ``Notice::Info$zeek_ml`` as exactly the columns zeek-ml's own notice log has after Zeek's 26."""
-    from zeek_ml.notice import EXTRA_NOTICE_FIELDS, INCIDENT_NOTICE_FIELDS
+    from zeek_ml.notices.notice import EXTRA_NOTICE_FIELDS, INCIDENT_NOTICE_FIELDS
 
     assert list(NOTICE_COLUMNS) == list(EXTRA_NOTICE_FIELDS + INCIDENT_NOTICE_FIELDS)
 
@@ -116,10 +110,10 @@ def test_watch_writes_the_verdict_file_beside_the_notice_log(tmp_path: Path, agg
         # Exactly the connections the model flags, in log order, as offline scoring computes them
         # (less link-local discovery chatter, which notices leave out by default).
         from zeek_ml.cli import _load
-        from zeek_ml.pipeline import Scorer
-        from zeek_ml.site import local_discovery
-        from zeek_ml.verdicts import verdict_rows
-        from zeek_ml.zeeklog import iter_batches
+        from zeek_ml.model.scorer import Scorer
+        from zeek_ml.notices.site import local_discovery
+        from zeek_ml.sinks.verdict_file import verdict_rows
+        from zeek_ml.sources.files import iter_batches
 
         frame = pd.concat(list(iter_batches([str(live / "conn.log")])), ignore_index=True)
         offline = Scorer(_load(None))(frame)
@@ -133,8 +127,8 @@ def test_watch_writes_the_verdict_file_beside_the_notice_log(tmp_path: Path, agg
 def canned_verdicts() -> bytes:
     """The canned verdict file's lines (no header): real connections, scored by the shipped model."""
     from zeek_ml.cli import _load
-    from zeek_ml.pipeline import Scorer
-    from zeek_ml.zeeklog import iter_batches
+    from zeek_ml.model.scorer import Scorer
+    from zeek_ml.sources.files import iter_batches
 
     model = _load(None)
     out = io.BytesIO()
@@ -176,8 +170,8 @@ def test_sink_on_a_path_writes_the_header_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["tab\there", "-", "(empty)", "back\\slash"])
 def test_messages_are_escaped_as_zeek_reads_them(tmp_path: Path, value: str) -> None:
-    from zeek_ml.pipeline import Verdicts
-    from zeek_ml.zeeklog.schema import CONN_FIELDS, pandas_dtype
+    from zeek_ml.formats.schema import CONN_FIELDS, pandas_dtype
+    from zeek_ml.model.scorer import Verdicts
 
     conns = pd.DataFrame({n: pd.Series([None], dtype=pandas_dtype(t)) for n, t in CONN_FIELDS})
     conns["ts"] = [1.0]

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
-from zeek_ml.zeeklog import read_frames
+from zeek_ml.sources.files import read_frames
 
 WRITER = ROOT / "bench" / "zeek_live_writer.py"
 SSH_CONN = SAMPLE_LOGS / "ssh_sshguess.conn.log"
@@ -123,7 +123,8 @@ CRASH_POINTS = (
     "checkpointed",  # just after a checkpoint
     "rotation",  # the follower finishing a rotated file or opening the next one
 )
-"""Where ``ZEEK_ML_WATCH_CRASH_AT`` makes the watcher SIGKILL itself (see zeek_ml.watch.service.CrashPoints)."""
+"""Where ``ZEEK_ML_WATCH_CRASH_AT`` makes the watcher SIGKILL itself
+(see zeek_ml.services.watch.service.CrashPoints)."""
 
 
 class LiveZeek(threading.Thread):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, SAMPLE_LOGS, need, run_cli
-from zeek_ml.zeeklog import read_frames
+from zeek_ml.sources.files import read_frames
 
 CTU = SAMPLE_LOGS / "ctu-normal-40.first2000.conn.log.labeled.gz"
 FULL = "error: disk_full:"
@@ -559,7 +559,7 @@ def test_a_checkpoint_that_is_not_json_is_one_line_exit_2(tmp_path: Path) -> Non
 
 def test_json_lines_never_go_into_a_tsv_log_left_by_an_earlier_run(tmp_path: Path) -> None:
     """The sensor switched to JSON: the TSV notice log of the earlier run is moved aside, not appended to."""
-    from zeek_ml.watch.durable import AppendLog
+    from zeek_ml.services.durable import AppendLog
 
     path = tmp_path / "notice.log"
     tsv = (SAMPLE_LOGS / "ssh_sshguess.conn.log").read_bytes()

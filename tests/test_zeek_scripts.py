@@ -1,4 +1,4 @@
-"""The Zeek package: every .zeek file parses and is zeek-format clean; its records are zeek_ml.verdicts'.
+"""The Zeek package: every .zeek file parses and is zeek-format clean; its records are zeek_ml.formats.records'.
 
 No Zeek binary here: the scripts are checked with zeekscript (Zeek's own
 tree-sitter grammar), and the shared definitions are compared against the parse
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, need
-from zeek_ml import verdicts as shared
+from zeek_ml.formats import records as shared
 
 PACKAGE = ROOT / "zeek_scripts"
 MAIN = PACKAGE / "scripts" / "main.zeek"
@@ -133,7 +133,7 @@ def test_records_match_the_shared_definition(tree: Tree, record: str, fields: tu
     module, name = record.split("::")
     assert module == shared.MODULE
     got = tree.records()[name]
-    assert got == _expected(fields), f"main.zeek's {record} differs from zeek_ml.verdicts:\n" + "\n".join(
+    assert got == _expected(fields), f"main.zeek's {record} differs from zeek_ml.formats.records:\n" + "\n".join(
         f"  script {g}  python {e}" for g, e in zip(got, _expected(fields)) if g != e
     )
 
@@ -166,7 +166,7 @@ def test_conn_event_carries_every_field_from_the_conn_log_record(tree: Tree) -> 
 
 
 def test_events_topics_and_notice_type(tree: Tree) -> None:
-    from zeek_ml.notice import NOTE
+    from zeek_ml.notices.notice import NOTE
 
     glob = tree.decls("global")
     conn_event = shared.CONN_EVENT.split("::")[1]

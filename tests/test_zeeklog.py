@@ -15,18 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SAMPLE_LOGS, TEST_DATA
-from zeek_ml.zeeklog import (
-    CONN_FIELDS,
-    MalformedLineError,
-    ReadStats,
-    RejectLog,
-    SourceError,
-    expand_sources,
-    iter_batches,
-    read_frames,
-)
-from zeek_ml.zeeklog.escape import escape, unescape
-from zeek_ml.zeeklog.writer import ZeekLogWriter
+from zeek_ml.formats.escape import escape, unescape
+from zeek_ml.formats.schema import CONN_FIELDS
+from zeek_ml.formats.writer import ZeekLogWriter
+from zeek_ml.sources.files import expand_sources, iter_batches, read_frames
+from zeek_ml.sources.reading import MalformedLineError, ReadStats, RejectLog, SourceError
 
 CONN_NAMES = [n for n, _ in CONN_FIELDS]
 HEADER = (

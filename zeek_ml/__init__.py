@@ -19,12 +19,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from zeek_ml._version import __version__
 
 if TYPE_CHECKING:
     from zeek_ml.api import default_model_path, load_model, read_log, score, write_log
-    from zeek_ml.connframe import MODEL_COLUMNS, FrameError, conn_frame
-    from zeek_ml.model import ConnModel, FeatureSpecMismatch, ModelLoadError
+    from zeek_ml.model.conn_model import ConnModel, FeatureSpecMismatch, ModelLoadError
+    from zeek_ml.sources.frame import MODEL_COLUMNS, FrameError, conn_frame
 
 __all__ = [
     "MODEL_COLUMNS",
@@ -47,12 +47,12 @@ _HOMES = {
     "read_log": "zeek_ml.api",
     "write_log": "zeek_ml.api",
     "score": "zeek_ml.api",
-    "MODEL_COLUMNS": "zeek_ml.connframe",
-    "FrameError": "zeek_ml.connframe",
-    "conn_frame": "zeek_ml.connframe",
-    "ConnModel": "zeek_ml.model",
-    "FeatureSpecMismatch": "zeek_ml.model",
-    "ModelLoadError": "zeek_ml.model",
+    "MODEL_COLUMNS": "zeek_ml.sources.frame",
+    "FrameError": "zeek_ml.sources.frame",
+    "conn_frame": "zeek_ml.sources.frame",
+    "ConnModel": "zeek_ml.model.conn_model",
+    "FeatureSpecMismatch": "zeek_ml.model.conn_model",
+    "ModelLoadError": "zeek_ml.model.conn_model",
 }
 
 

@@ -6,8 +6,8 @@
     p = model.predict_proba(frame)                    # P(malicious) per connection, float32
     flagged = model.predict(frame)                    # bool per connection, at the model's threshold
 
-Everything here is a thin layer over the library modules (:mod:`zeek_ml.model`,
-:mod:`zeek_ml.zeeklog`, :mod:`zeek_ml.score`); heavy imports happen on first use, so
+Everything here is a thin layer over the library modules (:mod:`zeek_ml.model.conn_model`,
+:mod:`zeek_ml.sources.files`, :mod:`zeek_ml.services.score`); heavy imports happen on first use, so
 ``import zeek_ml`` stays cheap for the command line.
 """
 
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from zeek_ml.model import ConnModel
-    from zeek_ml.score import ScoreSummary
+    from zeek_ml.model.conn_model import ConnModel
+    from zeek_ml.services.score import ScoreSummary
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -78,18 +78,18 @@ def default_model_path() -> Path:
 def load_model(path: PathLike | None = None, *, intra_op_threads: int = 1) -> ConnModel:
     """Load a zeek-ml ONNX model: ``path``, else ``$ZEEK_ML_MODEL``, else the shipped model.
 
-    Raises :class:`~zeek_ml.model.ModelLoadError` (naming every place looked in when no model
-    is found) or :class:`~zeek_ml.model.FeatureSpecMismatch`.
+    Raises :class:`~zeek_ml.model.conn_model.ModelLoadError` (naming every place looked in when no model
+    is found) or :class:`~zeek_ml.model.conn_model.FeatureSpecMismatch`.
     """
-    from zeek_ml.model import load_model as _load_onnx
+    from zeek_ml.model.conn_model import load_model as _load_onnx
 
     return _load_onnx(find_model() if path is None else path, intra_op_threads=intra_op_threads)
 
 
 def find_model(*, hint: str = "pass a path") -> Path:
     """The model to load when none is named: :func:`default_model_path`, or a
-    :class:`~zeek_ml.model.ModelLoadError` saying where it looked (``hint``: how to name one)."""
-    from zeek_ml.model import ModelLoadError
+    :class:`~zeek_ml.model.conn_model.ModelLoadError` saying where it looked (``hint``: how to name one)."""
+    from zeek_ml.model.conn_model import ModelLoadError
 
     path = default_model_path()
     if not path.is_file():
@@ -108,11 +108,12 @@ def read_log(
     Columns have Zeek's names (``id.orig_h``), conn logs get conn.log's standard columns
     (unset where absent), types as :func:`zeek_ml.conn_frame` gives them. Malformed lines are
     skipped and counted (``rejects``: a JSON-lines file that keeps them); ``strict`` raises
-    :class:`~zeek_ml.zeeklog.MalformedLineError` at the first one instead. Other ``options``
-    go to :func:`zeek_ml.zeeklog.iter_batches` (``source``, ``fields``, ``conn``, ``log_path``).
-    For logs too big for memory, iterate :func:`zeek_ml.zeeklog.iter_batches` instead.
+    :class:`~zeek_ml.sources.reading.MalformedLineError` at the first one instead. Other ``options``
+    go to :func:`zeek_ml.sources.files.iter_batches` (``source``, ``fields``, ``conn``, ``log_path``).
+    For logs too big for memory, iterate :func:`zeek_ml.sources.files.iter_batches` instead.
     """
-    from zeek_ml.zeeklog import RejectLog, read_frames
+    from zeek_ml.sources.files import read_frames
+    from zeek_ml.sources.reading import RejectLog
 
     reject_log = RejectLog(rejects, strict=strict)
     try:
@@ -136,7 +137,7 @@ def write_log(
     typed from ``frame.attrs["types"]`` (set by the reader), conn.log's schema, else the dtype.
     ``log_path`` is the TSV ``#path`` line.
     """
-    from zeek_ml.zeeklog.writer import ZeekLogWriter
+    from zeek_ml.formats.writer import ZeekLogWriter
 
     if fields is None:
         fields = [(str(name), _zeek_type(frame, str(name))) for name in frame.columns]
@@ -148,7 +149,7 @@ def _zeek_type(frame: pd.DataFrame, name: str) -> str:
     """The Zeek type of one column: the reader's, conn.log's, else one fitting its dtype."""
     import pandas as pd
 
-    from zeek_ml.zeeklog.schema import CONN_TYPES, KNOWN_EXTRA_TYPES
+    from zeek_ml.formats.schema import CONN_TYPES, KNOWN_EXTRA_TYPES
 
     known = (frame.attrs.get("types") or {}).get(name) or CONN_TYPES.get(name) or KNOWN_EXTRA_TYPES.get(name)
     if known:
@@ -183,12 +184,12 @@ def score(
 
     ``model`` is a loaded model, a path, or None for :func:`load_model`'s default. ``all_out``
     also writes every connection with its score, ``rejects_out`` the malformed lines. Other
-    ``options`` are :func:`zeek_ml.score.score_logs`'s (``threshold``, ``aggregate``,
+    ``options`` are :func:`zeek_ml.services.score.score_logs`'s (``threshold``, ``aggregate``,
     ``min_severity``, ``profile``, ``source``, ``strict``...). Outputs appear whole or not at
-    all. Returns the run's :class:`~zeek_ml.score.ScoreSummary` (records, notices...).
+    all. Returns the run's :class:`~zeek_ml.services.score.ScoreSummary` (records, notices...).
     """
-    from zeek_ml.model import ConnModel
-    from zeek_ml.score import score_logs
+    from zeek_ml.model.conn_model import ConnModel
+    from zeek_ml.services.score import score_logs
 
     if not isinstance(model, ConnModel):
         model = load_model(model)

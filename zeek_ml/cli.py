@@ -16,12 +16,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from zeek_ml import __version__
+from zeek_ml._version import __version__
 from zeek_ml.api import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported: bench scripts name it
 from zeek_ml.api import find_model
 
 OUTPUT_FORMATS = ("auto", "tsv", "json", "eve")
-"""``--format``: ``auto`` writes notices the way the input is written (see ``zeek_ml.sinks.match_sensor``)."""
+"""``--format``: ``auto`` writes notices the way the input is written (see ``zeek_ml.sinks.logs.match_sensor``)."""
 JSON_TS_CHOICES = ("auto", "epoch", "iso8601", "millis")
 
 EXIT_INPUT = 2
@@ -38,7 +38,7 @@ class CliError(Exception):
 
 
 def _load(path: str | None):
-    from zeek_ml.model import FeatureSpecMismatch, ModelLoadError, load_model
+    from zeek_ml.model.conn_model import FeatureSpecMismatch, ModelLoadError, load_model
 
     if path:
         model_path = Path(path)
@@ -115,10 +115,10 @@ def add_notice_options(parser: argparse.ArgumentParser) -> None:
 
 
 def notice_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of :func:`zeek_ml.sinks.build_notice_sink` from ``add_notice_options``'s
+    """The keyword arguments of :func:`zeek_ml.sinks.logs.build_notice_sink` from ``add_notice_options``'s
     options, checked (a bad profile, net or interval is a CliError, exit 2)."""
-    from zeek_ml.calibrate import ProfileError, SiteProfile
-    from zeek_ml.site import LocalNets
+    from zeek_ml.notices.profile import ProfileError, SiteProfile
+    from zeek_ml.sources.local_nets import LocalNets
 
     profile = None
     if args.profile:
@@ -145,9 +145,9 @@ def notice_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from zeek_ml.model import FeatureSpecMismatch
-    from zeek_ml.score import score_logs
-    from zeek_ml.zeeklog import MalformedLineError, SourceError
+    from zeek_ml.model.conn_model import FeatureSpecMismatch
+    from zeek_ml.services.score import score_logs
+    from zeek_ml.sources.reading import MalformedLineError, SourceError
 
     model = _load(args.model)
     threshold = _threshold(model, args)
@@ -224,10 +224,11 @@ def _is_stdout(*outputs: str | None) -> bool:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from zeek_ml.calibrate import calibrate_logs
-    from zeek_ml.safeio import AtomicOutput, check_outputs
-    from zeek_ml.site import LocalNets
-    from zeek_ml.zeeklog import RejectLog, SourceError, expand_sources
+    from zeek_ml.formats.safeio import AtomicOutput, check_outputs
+    from zeek_ml.services.calibrate import calibrate_logs
+    from zeek_ml.sources.files import expand_sources
+    from zeek_ml.sources.local_nets import LocalNets
+    from zeek_ml.sources.reading import RejectLog, SourceError
 
     model = _load(args.model)
     try:
@@ -288,11 +289,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from zeek_ml.watch.service import BatchFailed, EventLog, Watcher, WatchOptions
-    from zeek_ml.zeeklog import MalformedLineError
+    from zeek_ml.services.watch.service import BatchFailed, EventLog, Watcher, WatchOptions
+    from zeek_ml.sources.reading import MalformedLineError
 
     if args.print_systemd_unit:
-        from zeek_ml.watch.systemd import systemd_unit
+        from zeek_ml.services.watch.systemd import systemd_unit
 
         print(systemd_unit(), end="")
         return 0
@@ -341,9 +342,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from zeek_ml.broker.bindings import BrokerUnavailable
-    from zeek_ml.broker.service import STATE_ENV, BrokerOptions, BrokerService
-    from zeek_ml.broker.transport import BrokerTransport, parse_address
+    from zeek_ml.services.broker.bindings import BrokerUnavailable
+    from zeek_ml.services.broker.service import STATE_ENV, BrokerOptions, BrokerService
+    from zeek_ml.services.broker.transport import BrokerTransport, parse_address
 
     if args.peer and args.listen:
         raise CliError("--listen and --peer exclude each other", EXIT_INPUT)
@@ -372,7 +373,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
         raise CliError(str(e), EXIT_INPUT) from e
     state_path = args.state or os.environ.get(STATE_ENV) or None
     if state_path:  # a state file that cannot be written is said now, not after the first batch
-        from zeek_ml.safeio import AtomicOutput, OutputError
+        from zeek_ml.formats.safeio import AtomicOutput, OutputError
 
         try:
             AtomicOutput(state_path).discard()
@@ -380,12 +381,12 @@ def cmd_broker(args: argparse.Namespace) -> int:
             raise CliError(f"--state {e.filename}: {e.strerror}", EXIT_INPUT) from e
     sinks = {}
     if args.output:
-        from zeek_ml.sinks import NoticeSink, file_writer
+        from zeek_ml.sinks.logs import NoticeSink, file_writer
 
         if args.output == "-":
             sinks["notice"] = NoticeSink(file_writer("-", fmt=args.format))
         else:  # appended to across restarts, as watch does: never truncated
-            from zeek_ml.watch.service import appending_writer
+            from zeek_ml.services.watch.service import appending_writer
 
             try:
                 sinks["notice"] = NoticeSink(appending_writer(args.output, fmt=args.format))
@@ -415,7 +416,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     metrics = None
     try:
         if args.metrics:
-            from zeek_ml.broker.metrics import BrokerMetrics
+            from zeek_ml.services.broker.metrics import BrokerMetrics
 
             metrics = BrokerMetrics(service, args.metrics)
             service.log("metrics", {"address": metrics.address})
@@ -433,7 +434,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from zeek_ml.connframe import MODEL_COLUMNS, describe_columns
+    from zeek_ml.sources.frame import MODEL_COLUMNS, describe_columns
 
     model = _load(args.model)
     if args.json:
@@ -468,7 +469,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     try:
-        from zeek_ml import train
+        from zeek_ml.training import train
     except ImportError as e:
         raise CliError(
             f"training needs the train extra ({e.name} missing): pip install torch==2.13.0 && pip install '.[train]'",
@@ -481,8 +482,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from zeek_ml.evaluate import evaluate_model
-    from zeek_ml.zeeklog import SourceError
+    from zeek_ml.sources.reading import SourceError
+    from zeek_ml.training.evaluate import evaluate_model
 
     model = _load(args.model)
     threshold = _threshold(model, args)
@@ -723,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"] and argv[1:2] != ["-h"]:
-        # everything after `train` is zeek_ml.train's (argparse's REMAINDER stops at a leading option: --loco)
+        # everything after `train` is zeek_ml.training.train's (argparse's REMAINDER stops at a leading option: --loco)
         args = argparse.Namespace(func=cmd_train, train_args=argv[1:])
     else:
         args = parser.parse_args(argv)

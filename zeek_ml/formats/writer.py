@@ -1,0 +1,352 @@
+"""Write Zeek logs exactly as Zeek's ASCII writer does: TSV with header and ``#close``, or JSON lines."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from zeek_ml.formats.escape import NEEDS_ESCAPE_REGEX, escape
+from zeek_ml.formats.schema import FLOAT_TYPES, INT_TYPES, is_container
+
+JSON_TS_FORMATS = ("epoch", "iso8601", "millis")
+
+
+def zeek_time_string(epoch: float) -> str:
+    """``#open``/``#close`` stamp: local time as ``%Y-%m-%d-%H-%M-%S``, as Zeek writes it."""
+    return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(epoch))
+
+
+def zeek_time(stamp: str) -> float | None:
+    """Epoch of a ``#open``/``#close`` stamp (or a rotated file name's), local time; None if not one."""
+    try:
+        return time.mktime(time.strptime(stamp.strip(), "%Y-%m-%d-%H-%M-%S"))
+    except (ValueError, OverflowError):
+        return None
+
+
+class ZeekLogWriter:
+    """A Zeek log file: ``fields`` is a list of (name, Zeek type) in column order.
+
+    ``fmt`` is ``tsv`` (Zeek's default ASCII format) or ``json`` (one object a
+    line, unset fields omitted, every ``time`` field as epoch seconds unless
+    ``json_ts`` says ``iso8601`` or ``millis``, as ``LogAscii::json_timestamps``
+    does). ``target`` is a path, ``-`` for stdout, or a binary file object.
+    A path is opened with :func:`zeek_ml.formats.safeio.open_output` (``atomic=False``): written
+    as it goes, never through a symbolic link; for a file that appears whole or not at all,
+    pass a :class:`zeek_ml.formats.safeio.AtomicOutput` and commit it after :meth:`close` (as
+    ``score`` does). Frames may lack columns (written unset) and hold others (ignored).
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | IO[bytes],
+        path: str,
+        fields: Sequence[tuple[str, str]],
+        *,
+        fmt: str = "tsv",
+        json_ts: str = "epoch",
+        open_time: float | None = None,
+        separator: str = "\t",
+        set_separator: str = ",",
+        empty_field: str = "(empty)",
+        unset_field: str = "-",
+        header: bool = True,
+        close_line: bool = True,
+    ):
+        if fmt not in ("tsv", "json"):
+            raise ValueError(f"unknown log format {fmt!r} (tsv or json)")
+        if json_ts not in JSON_TS_FORMATS:
+            raise ValueError(f"unknown JSON ts format {json_ts!r} ({', '.join(JSON_TS_FORMATS)})")
+        self.path = path
+        self.fields = list(fields)
+        self.fmt = fmt
+        self.json_ts = json_ts
+        self.separator = separator
+        self.set_separator = set_separator
+        self.empty_field = empty_field
+        self.unset_field = unset_field
+        self.rows = 0
+        self.close_line = close_line
+        if isinstance(target, (str, os.PathLike)):
+            if os.fspath(target) == "-":
+                self._out: IO[bytes] = sys.stdout.buffer
+                self._own = False
+            else:
+                from zeek_ml.formats.safeio import open_output
+
+                # written as it goes (a live log can be followed), never through a link
+                self._out = open_output(target, atomic=False)  # type: ignore[assignment]
+                self._own = True
+        else:
+            self._out = target
+            self._own = False
+        if fmt == "tsv" and header:
+            self._out.write(self.header_bytes(open_time))
+
+    # ------------------------------------------------------------------ header
+    def header_bytes(self, open_time: float | None = None) -> bytes:
+        """The TSV header block (``#separator`` to ``#types``); empty for JSON."""
+        if self.fmt != "tsv":
+            return b""
+        open_time = open_time if open_time is not None else time.time()
+        sep = self.separator
+        sep_hex = "".join(f"\\x{ord(c):02x}" for c in sep)
+        lines = [
+            f"#separator {sep_hex}",
+            f"#set_separator{sep}{self.set_separator}",
+            f"#empty_field{sep}{self.empty_field}",
+            f"#unset_field{sep}{self.unset_field}",
+            f"#path{sep}{self.path}",
+            f"#open{sep}{zeek_time_string(open_time)}",
+            "#fields" + sep + sep.join(n for n, _ in self.fields),
+            "#types" + sep + sep.join(t for _, t in self.fields),
+        ]
+        return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+
+    # ------------------------------------------------------------------ rows
+    def write(self, frame: pd.DataFrame) -> int:
+        """Append the rows of ``frame``; returns how many were written."""
+        n = len(frame)
+        if n == 0:
+            return 0
+        self._out.write(self.render(frame))
+        self._out.flush()
+        self.rows += n
+        return n
+
+    def render(self, frame: pd.DataFrame) -> bytes:
+        """The rows of ``frame`` as log lines, each ending in a newline."""
+        return self._tsv_bytes(frame) if self.fmt == "tsv" else self._json_bytes(frame)
+
+    def _tsv_bytes(self, frame: pd.DataFrame) -> bytes:
+        n = len(frame)
+        columns: list[pa.Array] = []
+        for index, (name, zeek_type) in enumerate(self.fields):
+            if name in frame.columns:
+                col = self._tsv_column(frame[name], zeek_type, first=index == 0)
+            else:
+                col = pa.array([self.unset_field] * n, pa.string())
+            columns.append(col)
+        columns.append(pa.array([""] * n, pa.string()))
+        lines = pc.binary_join_element_wise(*columns[:-1], "\t" if self.separator == "\t" else self.separator)
+        lines = pc.binary_join_element_wise(lines, columns[-1], "\n")
+        if isinstance(lines, pa.ChunkedArray):
+            lines = lines.combine_chunks()
+        return _concat_strings(lines)
+
+    def _tsv_column(self, series: pd.Series, zeek_type: str, first: bool) -> pa.Array:
+        unset = self.unset_field
+        if zeek_type in ("time", "interval"):
+            return _fixed6(series.to_numpy(dtype=float, na_value=np.nan), unset)
+        if zeek_type == "double":
+            return _double(series.to_numpy(dtype=float, na_value=np.nan), unset)
+        if zeek_type in INT_TYPES:
+            with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                exact = pa.array(series, from_pandas=True)
+                if pa.types.is_integer(exact.type) or pa.types.is_null(exact.type):
+                    return pc.fill_null(exact.cast(pa.string()), unset)
+            values = pd.to_numeric(series, errors="coerce")
+            mask = values.isna().to_numpy()
+            ints = values.to_numpy(dtype=float, na_value=0.0)
+            arr = pa.array(ints.astype(np.int64), mask=mask).cast(pa.string())
+            return pc.fill_null(arr, unset)
+        if zeek_type == "bool":
+            mask = series.isna().to_numpy()
+            bools = series.to_numpy(dtype=bool, na_value=False)
+            return pc.fill_null(pa.array(np.where(bools, "T", "F"), pa.string(), mask=mask), unset)
+        if is_container(zeek_type):
+            return self._containers(series)
+        return self._strings(series, first)
+
+    def _containers(self, series: pd.Series) -> pa.Array:
+        """Sets and vectors, joined in Arrow; Python only for elements that need escaping."""
+        try:
+            lists = pa.array(series, from_pandas=True)
+            if not (pa.types.is_list(lists.type) or pa.types.is_large_list(lists.type) or pa.types.is_null(lists.type)):
+                raise TypeError(lists.type)
+            if pa.types.is_null(lists.type):
+                return pa.array([self.unset_field] * len(series), pa.string())
+            flat = lists.flatten()
+            if not pa.types.is_string(flat.type) and not pa.types.is_large_string(flat.type):
+                raise TypeError(flat.type)
+            pattern = NEEDS_ESCAPE_REGEX + "|" + _re_escape(self.set_separator) + "|^$"
+            if len(flat) and pc.any(pc.match_substring_regex(flat, pattern)).as_py():
+                raise ValueError("elements need escaping")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, UnicodeEncodeError):
+            return pa.array([self._container(v) for v in series], pa.string())
+        joined = pc.binary_join(lists, self.set_separator)
+        empty = pc.equal(pc.list_value_length(lists), 0)
+        joined = pc.if_else(empty, pa.scalar(self.empty_field, pa.string()), joined)
+        return pc.fill_null(joined, self.unset_field)
+
+    def _strings(self, series: pd.Series, first: bool) -> pa.Array:
+        values: list[Any] | None = None
+        try:
+            arr = pa.array(
+                series.astype("string[pyarrow]") if series.dtype == object else series, pa.string(), from_pandas=True
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+            values = [None if _is_null(v) else str(v) for v in series]
+            return pc.fill_null(pa.array([self._string(v, first) for v in values], pa.string()), self.unset_field)
+        pattern = NEEDS_ESCAPE_REGEX + ("|^#" if first else "")
+        needs = pc.match_substring_regex(arr, pattern)
+        needs = pc.or_kleene(needs, pc.equal(arr, ""))
+        if pc.any(needs).as_py():
+            values = arr.to_pylist()
+            for i in np.flatnonzero(needs.to_numpy(zero_copy_only=False)):
+                values[i] = self._string(values[i], first)
+            arr = pa.array(values, pa.string())
+        return pc.fill_null(arr, self.unset_field)
+
+    def _string(self, value: str | None, first: bool = False) -> str | None:
+        if value is None:
+            return None
+        if value == "":
+            return self.empty_field
+        out = escape(value, self.separator, None, self.unset_field, self.empty_field)
+        if first and out.startswith("#"):
+            out = "\\x23" + out[1:]
+        return out
+
+    def _container(self, value: Any) -> str:
+        if _is_null(value):
+            return self.unset_field
+        items = list(value)
+        if not items:
+            return self.empty_field
+        return self.set_separator.join(
+            escape(_element_str(v), self.separator, self.set_separator, self.unset_field, self.empty_field)
+            for v in items
+        )
+
+    # ------------------------------------------------------------------ JSON
+    def _json_bytes(self, frame: pd.DataFrame) -> bytes:
+        names = [(n, t) for n, t in self.fields if n in frame.columns]
+        columns = {n: frame[n].tolist() for n, _ in names}
+        out: list[str] = []
+        for i in range(len(frame)):
+            row: dict[str, Any] = {}
+            for name, zeek_type in names:
+                value = _json_value(columns[name][i], zeek_type, self.json_ts)
+                if value is not None:
+                    row[name] = value
+            out.append(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+        return ("\n".join(out) + "\n").encode("utf-8", "surrogateescape")
+
+    # ------------------------------------------------------------------ close
+    def close(self, close_time: float | None = None) -> None:
+        """Write ``#close`` (TSV) and close the file."""
+        if self._out is None:
+            return
+        if self.fmt == "tsv" and self.close_line:
+            stamp = zeek_time_string(close_time if close_time is not None else time.time())
+            self._out.write(f"#close{self.separator}{stamp}\n".encode())
+        self._out.flush()
+        if self._own:
+            self._out.close()
+        self._out = None  # type: ignore[assignment]
+
+    def __enter__(self) -> ZeekLogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _re_escape(text: str) -> str:
+    """Escape a literal for an RE2 pattern."""
+    return "".join("\\" + c if not c.isalnum() else c for c in text)
+
+
+def _is_null(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _element_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return str(value)
+
+
+def _concat_strings(arr: pa.Array) -> bytes:
+    """All values of a string array back to back, without a Python string per row."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if pa.types.is_large_string(arr.type) else np.int32)
+    start = offsets[arr.offset]
+    end = offsets[arr.offset + len(arr)]
+    return arr.buffers()[2].to_pybytes()[start:end]
+
+
+def _fixed6(values: np.ndarray, unset: str) -> pa.Array:
+    """Zeek's time/interval rendering: six decimals, without going through Python floats."""
+    mask = ~np.isfinite(values)
+    clean = np.where(mask, 0.0, values)
+    micros = np.rint(np.abs(clean) * 1e6).astype(np.int64)
+    whole = pa.array(micros // 1_000_000).cast(pa.string())
+    frac = pc.utf8_lpad(pa.array(micros % 1_000_000).cast(pa.string()), 6, "0")
+    text = pc.binary_join_element_wise(whole, frac, ".")
+    negative = (clean < 0) & (micros > 0)
+    if negative.any():
+        text = pc.if_else(pa.array(negative), pc.binary_join_element_wise("-", text, ""), text)
+    return pc.fill_null(pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), text), unset)
+
+
+def _double(values: np.ndarray, unset: str) -> pa.Array:
+    """Zeek's double rendering: up to six decimals, trailing zeros trimmed, ``.0`` kept."""
+    fixed = _fixed6(values, unset)
+    trimmed = pc.replace_substring_regex(fixed, r"0+$", "")
+    return pc.replace_substring_regex(trimmed, r"\.$", ".0")
+
+
+def _json_string(value: str) -> str:
+    # Zeek's JSON writer escapes a backslash and bytes that are not UTF-8 the
+    # same way its ASCII writer does; JSON's own escaping is applied on top.
+    return escape(value, "", None, "\x00unset", "\x00empty") if value else value
+
+
+def _json_value(value: Any, zeek_type: str, ts_format: str) -> Any:
+    if _is_null(value) if not isinstance(value, (list, tuple, np.ndarray)) else False:
+        return None
+    if zeek_type == "time" and ts_format != "epoch":
+        if ts_format == "millis":
+            return round(float(value) * 1000)
+        stamp = dt.datetime.fromtimestamp(float(value), dt.UTC)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if zeek_type in FLOAT_TYPES:
+        # Zeek's JSON writer gives ``time`` six decimals and other doubles in full.
+        v = float(value)
+        if not math.isfinite(v):
+            return None
+        return round(v, 6) if zeek_type == "time" else v
+    if zeek_type in INT_TYPES:
+        return int(value)
+    if zeek_type == "bool":
+        return bool(value)
+    if is_container(zeek_type):
+        return [_json_string(e) if isinstance(e, str) else _json_scalar(e) for e in value]
+    return _json_string(str(value))
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+WriterFactory = Callable[[str, Sequence[tuple[str, str]]], ZeekLogWriter]
+"""``factory(zeek_path, fields) -> ZeekLogWriter``: how a sink opens its log."""
