@@ -52,7 +52,7 @@ def child(stage: str, path: str) -> dict[str, object]:
     """Run one stage here; return rows and the seconds of that stage's own step."""
     import numpy as np
 
-    from zeek_ml.features.conn import FEATURE_SPEC, FEATURE_SPEC_V2, compute_features
+    from zeek_ml.features.conn import CONTEXT_SPEC, FEATURE_SPEC, compute_features
     from zeek_ml.features.context import HostContext
     from zeek_ml.model.conn_model import load_model
 
@@ -62,7 +62,7 @@ def child(stage: str, path: str) -> dict[str, object]:
         return {"rows": rows, "seconds": time.perf_counter() - t0}
     frames = _frames(path)
     if stage.startswith("features-"):
-        spec, ctx = (FEATURE_SPEC, None) if stage.endswith("v1") else (FEATURE_SPEC_V2, HostContext())
+        spec, ctx = (FEATURE_SPEC, None) if stage.endswith("v1") else (CONTEXT_SPEC, HostContext())
         t0 = time.perf_counter()
         rows = sum(len(compute_features(f, spec, ctx)) for f in frames)
         return {"rows": rows, "seconds": time.perf_counter() - t0}

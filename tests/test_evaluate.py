@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ROOT, SAMPLE_LOGS, TEST_DATA, need, run_cli
-from zeek_ml.features.conn import FEATURE_SPEC, FEATURE_SPEC_V2
+from zeek_ml.features.conn import CONTEXT_SPEC, FEATURE_SPEC
 from zeek_ml.training.evaluate import (
     binary_metrics,
     false_positive_sources,
@@ -63,7 +63,7 @@ def test_background_is_not_a_label() -> None:
     path = CAPTURES["001-zeek-scenario-malicious"]
     cap = load_labelled(str(path))
     assert cap.n_background == 739 and len(cap.y) == 253 and cap.y.sum() == 244
-    assert cap.X2.shape == (253, len(FEATURE_SPEC_V2)) and cap.X1.shape == (253, len(FEATURE_SPEC))
+    assert cap.X2.shape == (253, len(CONTEXT_SPEC)) and cap.X1.shape == (253, len(FEATURE_SPEC))
     np.testing.assert_array_equal(cap.X2[:, : len(FEATURE_SPEC)], cap.X1)
 
 
@@ -72,7 +72,7 @@ def test_loco_never_lets_a_capture_choose_its_own_threshold() -> None:
     caps = [load_labelled(str(CAPTURES[n])) for n in SMALL]
     oof: dict = {}
     res = loco(
-        caps, kinds=("logreg", "ours"), specs=(FEATURE_SPEC_V2,), epochs=1, max_train_rows=400, oof_out=oof,
+        caps, kinds=("logreg", "ours"), specs=(CONTEXT_SPEC,), epochs=1, max_train_rows=400, oof_out=oof,
         target_fpr=0.01, log=lambda s: None,
     )  # fmt: skip
     assert set(res["models"]) == {"logreg+temporal", "ours+temporal"}

@@ -237,7 +237,7 @@ def test_plain_chunk_takes_the_columnar_path(monkeypatch: pytest.MonkeyPatch, tm
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the line-by-line path was used on a plain chunk")
 
-    monkeypatch.setattr(zeeklog._JsonParser, "_feed_lines", refuse)
+    monkeypatch.setattr(zeeklog.JsonParser, "_feed_lines", refuse)
     frame = files.read_frames(str(path))
     assert len(frame) == 50
 

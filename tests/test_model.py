@@ -158,10 +158,10 @@ def lab_rows():
 
 
 def test_v2_metadata_and_threshold_table(v2) -> None:
-    from zeek_ml.features.conn import FEATURE_SPEC_V2
+    from zeek_ml.features.conn import CONTEXT_SPEC
 
     assert v2.name == "conn-cnn-v2" and v2.version == 2
-    assert v2.spec == FEATURE_SPEC_V2
+    assert v2.spec == CONTEXT_SPEC
     assert {"PortScan", "BruteForce", "DDoS", "C&C", "External-Attack"} <= set(v2.families)
     fprs = [f for f, _ in v2.fpr_thresholds]
     ths = [t for _, t in v2.fpr_thresholds]

@@ -1296,7 +1296,7 @@ def test_property_damaged_real_logs_never_raise(kind: str, edits: list[tuple[flo
     import io
 
     from zeek_ml.sources.files import _iter_lines
-    from zeek_ml.sources.reading import ReadStats, RejectLog, SourceError, _Context
+    from zeek_ml.sources.reading import ReadContext, ReadStats, RejectLog, SourceError
 
     text = bytearray(_real_text(kind))
     for where, op, data in edits:
@@ -1308,7 +1308,7 @@ def test_property_damaged_real_logs_never_raise(kind: str, edits: list[tuple[flo
         else:
             text[pos : pos + len(data)] = data
     text += tail
-    ctx = _Context(RejectLog(), ReadStats(), 1 << 12, True, None)  # small batches: more boundaries
+    ctx = ReadContext(RejectLog(), ReadStats(), 1 << 12, True, None)  # small batches: more boundaries
     try:
         frames = list(_iter_lines(io.BytesIO(bytes(text)), "x.log", ctx))
     except SourceError as e:

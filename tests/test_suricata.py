@@ -30,8 +30,8 @@ from zeek_ml.model.scorer import Verdicts
 from zeek_ml.sinks.eve import GID, SID_BASE, EveAlertSink, family_signature
 from zeek_ml.sources.eve import EveArrayParser, EveParser, flows_to_conns
 from zeek_ml.sources.files import expand_sources, make_parser, read_frames
-from zeek_ml.sources.reading import ReadStats, RejectLog, SourceError, _Context
-from zeek_ml.sources.zeeklog import _JsonParser, _TsvParser
+from zeek_ml.sources.reading import ReadContext, ReadStats, RejectLog, SourceError
+from zeek_ml.sources.zeeklog import JsonParser, TsvParser
 
 EXCERPT = TEST_DATA / "suricata-excerpt.eve.json"
 EDITED = TEST_DATA / "suricata-edited.eve.json"
@@ -229,7 +229,7 @@ def test_feeding_in_any_chunks_of_lines_gives_the_same_records() -> None:
     whole, _, _ = _read(EXCERPT)
     lines = data.splitlines(keepends=True)
     for step in (1, 2, 5, 7, 30):
-        ctx = _Context(RejectLog(), ReadStats(), 1 << 20, True, None)
+        ctx = ReadContext(RejectLog(), ReadStats(), 1 << 20, True, None)
         parser = make_parser("eve.json", data, ctx)
         assert isinstance(parser, EveParser)
         frames = []
@@ -245,12 +245,12 @@ def test_feeding_in_any_chunks_of_lines_gives_the_same_records() -> None:
 
 
 def test_make_parser_chooses_by_content(shared_data: Path) -> None:
-    ctx = _Context(RejectLog(), ReadStats(), 1 << 20, True, None)
+    ctx = ReadContext(RejectLog(), ReadStats(), 1 << 20, True, None)
     tsv = (SAMPLE_LOGS / "ssh_sshguess.conn.log").read_bytes()[:4096]
     zeek_json = (SAMPLE_LOGS / "ssh_sshguess.conn.json.log").read_bytes()[:4096]
     array = (shared_data / "suricata_eve/suricata-sample-data/samples__honeypot-2018__alerts-only.json").read_bytes()
-    assert isinstance(make_parser("conn.log", tsv, ctx), _TsvParser)
-    assert isinstance(make_parser("conn.json", zeek_json, ctx), _JsonParser)
+    assert isinstance(make_parser("conn.log", tsv, ctx), TsvParser)
+    assert isinstance(make_parser("conn.json", zeek_json, ctx), JsonParser)
     assert isinstance(make_parser("eve.json", EXCERPT.read_bytes()[:300], ctx), EveParser)  # a cut first line
     assert isinstance(make_parser("a.json", array[:200], ctx), EveArrayParser)
     ctx.source = "suricata"
@@ -404,7 +404,7 @@ def test_follower_reads_eve_through_rotation_exactly_once(tmp_path: Path) -> Non
 
     lines = EXCERPT.read_bytes().splitlines(keepends=True)
     live = tmp_path / "eve.json"
-    ctx = _Context(RejectLog(), ReadStats(), 1 << 20, True, None)
+    ctx = ReadContext(RejectLog(), ReadStats(), 1 << 20, True, None)
     follower = LogFollower(str(live), lambda path, first: make_parser(path, first, ctx), batch_bytes=4096)
     uids: list[str] = []
 

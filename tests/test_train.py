@@ -65,7 +65,7 @@ def test_every_zoo_network_trains_and_the_ensemble_exports_exactly(tmp_path: Pat
     pytest.importorskip("onnx")
     import numpy as np
 
-    from zeek_ml.features.conn import FEATURE_SPEC_V2, Feature, FeatureSpec, compute_features
+    from zeek_ml.features.conn import CONTEXT_SPEC, Feature, FeatureSpec, compute_features
     from zeek_ml.features.context import SEQ_FIELDS, HostContext
     from zeek_ml.sources.files import read_frames
     from zeek_ml.training.nets import export_onnx, fit_net
@@ -74,27 +74,27 @@ def test_every_zoo_network_trains_and_the_ensemble_exports_exactly(tmp_path: Pat
     y = (frame["label"].astype(str).str.lower() == "malicious").to_numpy().astype(np.float32)
     assert 0 < y.sum() < len(y)
     ctx = HostContext(seq_k=4)
-    X = compute_features(frame, FEATURE_SPEC_V2, ctx)
+    X = compute_features(frame, CONTEXT_SPEC, ctx)
     w = np.ones(len(y), np.float32)
     for kind in ("mlp", "secids_cnn", "ours"):
-        net = fit_net(kind, X, y, w, spec=FEATURE_SPEC_V2, epochs=1, log=lambda s: None)
+        net = fit_net(kind, X, y, w, spec=CONTEXT_SPEC, epochs=1, log=lambda s: None)
         with torch.no_grad():
             p = net(torch.from_numpy(X)).numpy()
         assert p.shape == (len(X),) and ((p >= 0) & (p <= 1)).all(), kind
     # the CNN over time reads the originator's previous connections after the conn-v2 columns
     X3 = np.hstack([X, ctx.last_sequences.reshape(len(X), -1)]).astype(np.float32)
     seq_cols = (Feature(f"seq_{a}_{j}", "flag") for a in SEQ_FIELDS for j in range(4))
-    spec3 = FeatureSpec("conn-v2-seq", 0, (*FEATURE_SPEC_V2.features, *seq_cols))
-    arch = {"seq": [len(FEATURE_SPEC_V2), len(SEQ_FIELDS), 4]}
+    spec3 = FeatureSpec("conn-v2-seq", 0, (*CONTEXT_SPEC.features, *seq_cols))
+    arch = {"seq": [len(CONTEXT_SPEC), len(SEQ_FIELDS), 4]}
     net = fit_net("ours_seq", X3, y, w, spec=spec3, epochs=1, arch=arch, log=lambda s: None)
     with torch.no_grad():
         assert net(torch.from_numpy(X3)).shape == (len(X3),)
     # an ensemble with a family head: one graph, two outputs, equal to torch
     fam = (y > 0).astype(np.int64)
-    ens = fit_net("ours", X, y, w, spec=FEATURE_SPEC_V2, epochs=1, fam=fam, n_families=2, arch={"members": 2},
+    ens = fit_net("ours", X, y, w, spec=CONTEXT_SPEC, epochs=1, fam=fam, n_families=2, arch={"members": 2},
                   log=lambda s: None)  # fmt: skip
     path = str(tmp_path / "ens.onnx")
-    export_onnx(ens, FEATURE_SPEC_V2, path, {"k": "v"}, outputs=("score", "family"))
+    export_onnx(ens, CONTEXT_SPEC, path, {"k": "v"}, outputs=("score", "family"))
     import onnxruntime as ort
 
     got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"features": X})

@@ -28,8 +28,8 @@ import pandas as pd
 from zeek_ml.features.context import TEMPORAL_FEATURES, HostContext
 
 __all__ = [
+    "CONTEXT_SPEC",
     "FEATURE_SPEC",
-    "FEATURE_SPEC_V2",
     "SUPPORTED_SPECS",
     "Feature",
     "FeatureSpec",
@@ -240,7 +240,7 @@ FEATURE_SPEC = FeatureSpec(
 
 #: "conn-v2": conn-v1 plus per-host temporal context (zeek_ml.features.context.HostContext with its
 #: default parameters: last 32 connections per host, 60 s window, 1 h expiry)
-FEATURE_SPEC_V2 = FeatureSpec(
+CONTEXT_SPEC = FeatureSpec(
     name="conn-v2",
     version=2,
     features=(*FEATURE_SPEC.features, *(Feature(n, k) for n, k in TEMPORAL_FEATURES)),
@@ -249,7 +249,7 @@ FEATURE_SPEC_V2 = FeatureSpec(
 #: every spec this code can compute, by (name, version)
 SUPPORTED_SPECS: dict[tuple[str, int], FeatureSpec] = {
     (FEATURE_SPEC.name, FEATURE_SPEC.version): FEATURE_SPEC,
-    (FEATURE_SPEC_V2.name, FEATURE_SPEC_V2.version): FEATURE_SPEC_V2,
+    (CONTEXT_SPEC.name, CONTEXT_SPEC.version): CONTEXT_SPEC,
 }
 
 
@@ -425,7 +425,7 @@ def compute_features(
     diffs = code_spec.differences(spec)
     if diffs:
         raise ValueError("compute_features implements " + code_spec.name + ": " + "; ".join(diffs))
-    if code_spec is FEATURE_SPEC_V2:
+    if code_spec is CONTEXT_SPEC:
         base = compute_features(frame, FEATURE_SPEC)
         temporal = (context if context is not None else HostContext()).update(frame)
         return np.ascontiguousarray(np.hstack([base, temporal.to_numpy(dtype=np.float32)]))

@@ -146,7 +146,7 @@ NOTICE_INFO_FIELDS: tuple[RecordField, ...] = (
     RecordField("ports", "count", True, logged=True),
 )
 
-"""``ZeekML::NoticeInfo``, logged as ``zeek_ml.services.score``, ``zeek_ml.threshold``, ... in notice.log:
+"""``ZeekML::NoticeInfo``, logged as ``zeek_ml.score``, ``zeek_ml.threshold``, ... in notice.log:
 the same columns, names and types as zeek-ml's own notice log after Zeek's 26."""
 
 INFO_FROM_VERDICT: tuple[str, ...] = tuple(f.name for f in NOTICE_INFO_FIELDS)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zeek_ml.features.conn import FEATURE_SPEC_V2, FeatureSpec, compute_features, supported_spec
+from zeek_ml.features.conn import CONTEXT_SPEC, FeatureSpec, compute_features, supported_spec
 from zeek_ml.features.context import HostContext
 
 __all__ = ["ConnModel", "FeatureSpecMismatch", "ModelLoadError", "load_model"]
@@ -280,7 +280,7 @@ class ConnModel:
 
     def new_context(self) -> HostContext | None:
         """Fresh per-host context for a stream (None when the model uses no temporal features)."""
-        return HostContext() if self.spec.name == FEATURE_SPEC_V2.name else None
+        return HostContext() if self.spec.name == CONTEXT_SPEC.name else None
 
     def features(self, frame: pd.DataFrame, context: HostContext | None = None) -> np.ndarray:
         """Raw features of ``frame`` in the model's spec (``context`` carries host history across batches)."""

@@ -22,14 +22,14 @@ from zeek_ml.formats.writer import zeek_time
 from zeek_ml.sources.reading import (
     _BOM,
     STDIN,
+    ReadContext,
     ReadStats,
     RejectLog,
     SourceError,
-    _Context,
     decode_json_line,
     display_name,
 )
-from zeek_ml.sources.zeeklog import _json_times, _JsonParser, _stdin_state, _TsvParser
+from zeek_ml.sources.zeeklog import JsonParser, TsvParser, json_times, stdin_state
 
 DEFAULT_BATCH_BYTES = 8 << 20
 
@@ -121,7 +121,7 @@ def sniff_format(path: str) -> tuple[str, str] | None:
         return None
     else:
         try:
-            with _open_binary(path) as f:
+            with open_binary(path) as f:
                 head = f.read(SNIFF_BYTES)
         except (OSError, EOFError, zlib.error):
             return None
@@ -177,7 +177,7 @@ def _sniff(head: bytes) -> tuple[str, str] | None:
 def _time_key(path: str) -> tuple[float, str]:
     """(``#open`` time, else first ``ts``, else +inf; name) for ordering rotated logs."""
     try:
-        with _open_binary(path) as f:
+        with open_binary(path) as f:
             head = f.read(SNIFF_BYTES)
     except (OSError, EOFError, zlib.error):
         return (float("inf"), path)
@@ -205,7 +205,7 @@ def _first_ts(line: bytes) -> float | None:
         value = obj.get("ts")
         if value is None:  # Suricata eve: the event's time
             value = obj.get("timestamp")
-        ts = _json_times([value])[0]
+        ts = json_times([value])[0]
         return None if np.isnan(ts) else float(ts)
     try:
         ts = float(line.split(b"\t", 1)[0])
@@ -214,7 +214,7 @@ def _first_ts(line: bytes) -> float | None:
     return ts if math.isfinite(ts) else None
 
 
-def _open_binary(path: str) -> IO[bytes]:
+def open_binary(path: str) -> IO[bytes]:
     """A file opened for reading, gzip undone (Python's :class:`gzip.GzipFile`, seekable)."""
     f = open(path, "rb")  # noqa: SIM115
     magic = f.read(2)
@@ -351,7 +351,7 @@ class _Replay:
 
 def _stdin_raw_head() -> bytes:
     """The first bytes of stdin (up to a whole first line, or 64 KiB), read once and kept."""
-    if _stdin_state["head"] is None:
+    if stdin_state["head"] is None:
         stream = getattr(sys.stdin, "buffer", None)
         if stream is None:
             raise SourceError("-: there is no standard input to read")
@@ -373,8 +373,8 @@ def _stdin_raw_head() -> bytes:
             head += chunk
             if b"\n" in _gunzip_head(head):
                 break
-        _stdin_state["head"] = head
-    return _stdin_state["head"]
+        stdin_state["head"] = head
+    return stdin_state["head"]
 
 
 def _gunzip_head(head: bytes) -> bytes:
@@ -395,9 +395,9 @@ def _open_source(path: str) -> Any:
     """A source opened for one pass of reading: a file or stdin, gzip undone by :class:`GzipStream`."""
     if path == STDIN:
         head = _stdin_raw_head()
-        if _stdin_state["opened"]:
+        if stdin_state["opened"]:
             raise SourceError("-: standard input was read already")
-        _stdin_state["opened"] = True
+        stdin_state["opened"] = True
         stream: Any = _Replay(head, sys.stdin.buffer)
         return GzipStream(stream) if head.startswith(_GZIP_MAGIC) else stream
     f = open(path, "rb")  # noqa: SIM115
@@ -432,7 +432,7 @@ def iter_batches(
     Each batch's ``attrs`` hold ``source`` (file), ``path`` (Zeek log path) and
     ``types`` (Zeek type of each column).
     """
-    ctx = _Context(
+    ctx = ReadContext(
         rejects if rejects is not None else RejectLog(strict=strict),
         stats if stats is not None else ReadStats(),
         batch_bytes,
@@ -461,7 +461,7 @@ def _empty_conn_frame() -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series([], dtype=pandas_dtype(t)) for name, t in CONN_FIELDS})
 
 
-def iter_file(path: str, ctx: _Context) -> Iterator[pd.DataFrame]:
+def iter_file(path: str, ctx: ReadContext) -> Iterator[pd.DataFrame]:
     """Batches of one file, or of stdin for ``-`` (TSV, JSON lines or eve, detected from the content)."""
     name = display_name(path)
     try:
@@ -480,7 +480,7 @@ def iter_file(path: str, ctx: _Context) -> Iterator[pd.DataFrame]:
             raise SourceError(f"{name}: {e.strerror or e}" if isinstance(e, OSError) else f"{name}: {e}") from e
 
 
-def _iter_lines(f: Any, path: str, ctx: _Context) -> Iterator[pd.DataFrame]:
+def _iter_lines(f: Any, path: str, ctx: ReadContext) -> Iterator[pd.DataFrame]:
     """Complete lines of ``f`` to its parser, one batch of bytes at a time.
 
     A line that runs past :data:`MAX_LINE_BYTES` without a newline is rejected and skipped
@@ -497,13 +497,13 @@ def _iter_lines(f: Any, path: str, ctx: _Context) -> Iterator[pd.DataFrame]:
         chunk = f.read(ctx.batch_bytes)
         if skipping:
             if not chunk:
-                _reject_long(ctx, path, line_no + 1, skipped_head, final=True)
+                reject_long_line(ctx, path, line_no + 1, skipped_head, final=True)
                 line_no += 1
                 break
             nl = chunk.find(b"\n")
             if nl < 0:
                 continue
-            _reject_long(ctx, path, line_no + 1, skipped_head, final=False)
+            reject_long_line(ctx, path, line_no + 1, skipped_head, final=False)
             line_no += 1
             ctx.stats.lines += 1
             skipping, chunk = False, chunk[nl + 1 :]
@@ -520,7 +520,7 @@ def _iter_lines(f: Any, path: str, ctx: _Context) -> Iterator[pd.DataFrame]:
             leftover, buf = buf[cut + 1 :], buf[: cut + 1]
             first_nl = buf.find(b"\n")
             if first_nl > MAX_LINE_BYTES:  # the line carried over from the last read is over-long
-                _reject_long(ctx, path, line_no + 1, buf[:200], final=False)
+                reject_long_line(ctx, path, line_no + 1, buf[:200], final=False)
                 line_no += 1
                 ctx.stats.lines += 1
                 buf = buf[first_nl + 1 :]
@@ -562,12 +562,12 @@ def _iter_lines(f: Any, path: str, ctx: _Context) -> Iterator[pd.DataFrame]:
         ctx.reject(path, line_no + 1, None, f"{broken}; the lines before it were read{note}", partial[:200])
 
 
-def _reject_long(ctx: _Context, path: str, line: int, head: bytes, final: bool) -> None:
+def reject_long_line(ctx: ReadContext, path: str, line: int, head: bytes, final: bool) -> None:
     where = "runs to the end of the file" if final else "is longer"
     ctx.reject(path, line, None, f"line {where} than {MAX_LINE_BYTES >> 20} MiB without a newline: skipped", head)
 
 
-def make_parser(path: str, first_bytes: bytes, ctx: _Context) -> Any:
+def make_parser(path: str, first_bytes: bytes, ctx: ReadContext) -> Any:
     """The parser for a file, chosen by its first bytes: Zeek TSV, Zeek JSON or Suricata eve.json.
 
     Every parser has ``feed(buf, first_line, final) -> Iterator[DataFrame]`` over chunks of
@@ -581,7 +581,7 @@ def make_parser(path: str, first_bytes: bytes, ctx: _Context) -> Any:
     path = display_name(path)
     source = getattr(ctx, "source", "auto")
     kind = content_kind(first_bytes) or "tsv"
-    eve = kind.startswith("eve")  # noqa: F811
+    eve = kind.startswith("eve")
     if source == "suricata" and not eve:
         raise SourceError(f"{path}: not Suricata eve.json (no JSON objects with event_type); --source says suricata")
     if source == "zeek" and eve:
@@ -591,5 +591,5 @@ def make_parser(path: str, first_bytes: bytes, ctx: _Context) -> Any:
     if kind == "eve":
         return eve_source.EveParser(path, ctx)
     if kind == "json":
-        return _JsonParser(path, ctx)
-    return _TsvParser(path, ctx)
+        return JsonParser(path, ctx)
+    return TsvParser(path, ctx)

@@ -130,7 +130,7 @@ def display_name(path: str) -> str:
 
 
 @dataclass
-class _Header:
+class LogHeader:
     separator: str = "\t"
     set_separator: str = ","
     empty_field: str = "(empty)"
@@ -142,7 +142,7 @@ class _Header:
     three_space: bool = False  # IoT-23: the last columns are split by three spaces
 
 
-class _Context:
+class ReadContext:
     """What one read shares across files: options, stats, the reject log."""
 
     def __init__(

@@ -31,8 +31,8 @@ from typing import IO, Any
 
 from zeek_ml.formats.schema import MAX_LINE_BYTES
 from zeek_ml.formats.writer import zeek_time
-from zeek_ml.sources.files import _open_binary
-from zeek_ml.sources.reading import _Header
+from zeek_ml.sources.files import open_binary
+from zeek_ml.sources.reading import LogHeader
 
 FINGERPRINT_BYTES = 4096
 """How much of a file's start identifies it (its header with ``#open``, its first rows)."""
@@ -87,7 +87,7 @@ GZIP_ERRORS = (EOFError, OSError, zlib.error)
 
 def _head(path: str, n: int = FINGERPRINT_BYTES) -> bytes:
     try:
-        with _open_binary(path) as f:
+        with open_binary(path) as f:
             return f.read(n)
     except GZIP_ERRORS:
         return b""
@@ -336,7 +336,7 @@ class LogFollower:
         if cur.parser is None:
             cur.parser = self.make_parser(cur.path, data)
             if cur.header is not None and hasattr(cur.parser, "header"):
-                cur.parser.header = _Header(**cur.header)
+                cur.parser.header = LogHeader(**cur.header)
         cur.offset += len(data) + skipped
         cur.line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
         self._refresh_fingerprint(cur)
@@ -513,7 +513,7 @@ class LogFollower:
         return None
 
     def _attach(self, cur: TrackedFile, skip: int) -> None:
-        handle = _open_binary(cur.path)
+        handle = open_binary(cur.path)
         compressed = isinstance(handle, gzip.GzipFile)
         cur.handle, cur.compressed = handle, compressed
         if skip:

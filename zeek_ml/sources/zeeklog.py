@@ -41,25 +41,25 @@ from zeek_ml.formats.schema import (
 )
 from zeek_ml.sources.reading import (
     _BOM,
+    LogHeader,
+    ReadContext,
     ReadStats,
     SourceError,
-    _Context,
     _encodable,
-    _Header,
     cap_json_values,
     decode_json_line,
     show,
     valid_addr,
 )
 
-_stdin_state: dict[str, Any] = {"head": None, "opened": False}
+stdin_state: dict[str, Any] = {"head": None, "opened": False}
 
 
 def _finish_frame(
     table: pa.Table,
     types: dict[str, str],
     objects: dict[str, list[Any]],
-    ctx: _Context,
+    ctx: ReadContext,
     path: str,
     log_path: str | None,
 ) -> pd.DataFrame:
@@ -84,15 +84,15 @@ def _finish_frame(
 CONN_NAMES = [n for n, _ in CONN_FIELDS]
 
 
-class _TsvParser:
+class TsvParser:
     """Zeek ASCII (TSV) logs, header blocks and all."""
 
-    def __init__(self, path: str, ctx: _Context):
+    def __init__(self, path: str, ctx: ReadContext):
         self.path = path
         self.ctx = ctx
-        self.header: _Header | None = None
+        self.header: LogHeader | None = None
         if ctx.fields:
-            self.header = _Header(fields=list(ctx.fields), types=[_guess_field_type(n) for n in ctx.fields])
+            self.header = LogHeader(fields=list(ctx.fields), types=[_guess_field_type(n) for n in ctx.fields])
 
     def feed(self, buf: bytes, first_line: int, final: bool) -> Iterator[pd.DataFrame]:
         pos = 0
@@ -139,11 +139,11 @@ class _TsvParser:
                     f"{self.path}:{line_no}: #separator {show(value)}: zeek-ml reads logs whose separator is one byte "
                     "(Zeek's default is \\x09)"
                 )
-            self.header = _Header(separator=separator)
+            self.header = LogHeader(separator=separator)
             return
         header = self.header
         if header is None:
-            header = self.header = _Header()
+            header = self.header = LogHeader()
         key, _, value = text[1:].partition(header.separator)
         if " " in key and not value:  # btest canonified "#open XXXX"
             key, _, value = key.partition(" ")
@@ -219,7 +219,7 @@ class _TsvParser:
         return _finish_frame(table, dict(zip(header.fields, header.types)), objects, self.ctx, self.path, header.path)
 
     def _parse(
-        self, seg: bytes, lines: np.ndarray, header: _Header, hex_suspect: bool = True
+        self, seg: bytes, lines: np.ndarray, header: LogHeader, hex_suspect: bool = True
     ) -> tuple[pa.Table | None, np.ndarray]:
         """Typed Arrow table of the lines whose every value fits its Zeek type; the others rejected.
 
@@ -240,7 +240,7 @@ class _TsvParser:
         return self._check_ranges(table, seg, lines, header)
 
     def _parse_checked(
-        self, seg: bytes, lines: np.ndarray, header: _Header
+        self, seg: bytes, lines: np.ndarray, header: LogHeader
     ) -> tuple[pa.Table | None, bytes, np.ndarray]:
         assert header.fields is not None and header.types is not None
         try:
@@ -276,7 +276,7 @@ class _TsvParser:
         except pa.ArrowInvalid:
             return self._halve(seg, lines, header)
 
-    def _halve(self, seg: bytes, lines: np.ndarray, header: _Header) -> tuple[pa.Table | None, bytes, np.ndarray]:
+    def _halve(self, seg: bytes, lines: np.ndarray, header: LogHeader) -> tuple[pa.Table | None, bytes, np.ndarray]:
         """Parse what parses; reject, with Arrow's reason, each line Arrow refuses on its own."""
         pieces = seg.split(b"\n")[:-1]
         tables: list[pa.Table] = []
@@ -302,7 +302,7 @@ class _TsvParser:
         return pa.concat_tables(tables), seg, lines[np.array(kept, dtype=np.int64)]
 
     def _check_ranges(
-        self, table: pa.Table, seg: bytes, lines: np.ndarray, header: _Header
+        self, table: pa.Table, seg: bytes, lines: np.ndarray, header: LogHeader
     ) -> tuple[pa.Table | None, np.ndarray]:
         """Reject the lines holding a value outside its Zeek type's range (a negative count, ...)."""
         assert header.fields is not None and header.types is not None
@@ -358,7 +358,7 @@ def _as_zeek_would_write(seg: bytes) -> bytes:
     return seg
 
 
-def _field_may_be_hex(arr: np.ndarray, starts: np.ndarray, seps: np.ndarray, header: _Header) -> bool:
+def _field_may_be_hex(arr: np.ndarray, starts: np.ndarray, seps: np.ndarray, header: LogHeader) -> bool:
     """True when a field may start with ``0x`` (after spaces, which Arrow trims): Arrow reads that
     as a hexadecimal integer, Zeek never writes one, so the segment takes the checked path."""
     assert header.types is not None
@@ -374,7 +374,7 @@ def _field_may_be_hex(arr: np.ndarray, starts: np.ndarray, seps: np.ndarray, hea
     return bool(((before == sep) | (before == 0x0A) | (before == 0x20)).any())
 
 
-def _read_tsv(seg: bytes, header: _Header, typed: bool) -> pa.Table:
+def _read_tsv(seg: bytes, header: LogHeader, typed: bool) -> pa.Table:
     assert header.fields is not None and header.types is not None
     column_types = {}
     for name, zeek_type in zip(header.fields, header.types):
@@ -404,7 +404,7 @@ def _read_tsv(seg: bytes, header: _Header, typed: bool) -> pa.Table:
 _ARROW_COLUMN = re.compile(r"column #(\d+)")
 
 
-def _arrow_problem(error: Exception, header: _Header) -> tuple[str | None, str]:
+def _arrow_problem(error: Exception, header: LogHeader) -> tuple[str | None, str]:
     """(field, reason) from Arrow's message about one line."""
     message = str(error)
     m = _ARROW_COLUMN.search(message)
@@ -520,7 +520,7 @@ def _replace_undecodable(value: Any) -> Any:
 
 
 def _postprocess(
-    table: pa.Table, header: _Header, stats: ReadStats | None, known: frozenset[str] = frozenset()
+    table: pa.Table, header: LogHeader, stats: ReadStats | None, known: frozenset[str] = frozenset()
 ) -> tuple[pa.Table, dict[str, list[Any]]]:
     """Empty markers, escapes and containers, column by column, vectorised; long values capped
     (``stats`` is given when a line is long enough to hold one, and counts them).
@@ -578,7 +578,7 @@ def _cap(value: Any, stats: ReadStats) -> Any:
 
 
 def _container(
-    col: pa.ChunkedArray, zeek_type: str, header: _Header, stats: ReadStats | None = None, replace: bool = False
+    col: pa.ChunkedArray, zeek_type: str, header: LogHeader, stats: ReadStats | None = None, replace: bool = False
 ) -> tuple[pa.Array, list[Any] | None]:
     """``a,b`` -> ["a", "b"]; ``(empty)`` -> []; ``-`` -> null; elements unescaped and typed.
 
@@ -741,10 +741,10 @@ def _json_column_ok(col: pa.ChunkedArray, zeek_type: str, name: str, conn: bool)
     return not (zeek_type == "addr" and _bad_addrs(col) is not None)
 
 
-class _JsonParser:
+class JsonParser:
     """Zeek JSON logs: one flat object a line, unset fields omitted."""
 
-    def __init__(self, path: str, ctx: _Context):
+    def __init__(self, path: str, ctx: ReadContext):
         self.path = path
         self.ctx = ctx
 
@@ -866,7 +866,7 @@ def json_value_problems(values: list[Any], zeek_type: str, name: str = "", conn:
     if zeek_type == "time":
         if not kinds <= {int, float, str}:
             flag(lambda v: type(v) in (int, float, str))
-        secs = _json_times(values)
+        secs = json_times(values)
         ok = (secs >= TIME_MIN) & (secs < TIME_MAX)  # NaN (unparsable) is not ok
         for i in np.flatnonzero(~ok):
             v = values[i]
@@ -913,7 +913,7 @@ def json_value_problems(values: list[Any], zeek_type: str, name: str = "", conn:
     return out
 
 
-def _json_times(values: list[Any]) -> np.ndarray:
+def json_times(values: list[Any]) -> np.ndarray:
     """Epoch seconds from Zeek's JSON ``ts``: epoch seconds, integer ms, or ISO 8601 (NaN where none)."""
     out = np.full(len(values), np.nan)
     strings: list[int] = []
@@ -952,7 +952,7 @@ def _json_column(values: list[Any], zeek_type: str, replace: bool = False) -> tu
     """A column's values as an Arrow array, or as Python objects where they hold undecodable bytes
     (``replace``: those bytes become U+FFFD instead, see :func:`_postprocess`)."""
     if zeek_type == "time":
-        times = _json_times(values)
+        times = json_times(values)
         return pa.array(times, pa.float64(), mask=np.array([v is None for v in values], dtype=bool)), None
     if zeek_type in FLOAT_TYPES:
         try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from zeek_ml.features.conn import FEATURE_SPEC, FEATURE_SPEC_V2, FeatureSpec, compute_features
+from zeek_ml.features.conn import CONTEXT_SPEC, FEATURE_SPEC, FeatureSpec, compute_features
 from zeek_ml.features.context import HostContext
 from zeek_ml.model.conn_model import sha256_file
 
@@ -72,7 +72,7 @@ class Labelled:
 
     def X(self, spec: FeatureSpec) -> np.ndarray:
         """Feature matrix for a spec."""
-        return self.X2 if spec.name == FEATURE_SPEC_V2.name else self.X1
+        return self.X2 if spec.name == CONTEXT_SPEC.name else self.X1
 
 
 def _read(path: str) -> pd.DataFrame:
@@ -109,7 +109,7 @@ def load_labelled(
     frame = reader(path)
     lab = label_vector(frame, label_col)
     keep = lab >= 0
-    X2 = compute_features(frame, FEATURE_SPEC_V2, HostContext())
+    X2 = compute_features(frame, CONTEXT_SPEC, HostContext())
     X2 = X2[keep]
     detail_col = detail_col or next((c for c in DETAIL_COLUMNS if c in frame.columns), None)
     if detail_col is not None:
@@ -261,7 +261,7 @@ def load_unseen(groups: Mapping[str, Sequence[str]], reader: Callable[[str], pd.
                 print(f"  unseen: skip {f}: {exc}", file=sys.stderr)
                 continue
             if len(fr):
-                mats.append(compute_features(fr, FEATURE_SPEC_V2, HostContext()))
+                mats.append(compute_features(fr, CONTEXT_SPEC, HostContext()))
         if mats:
             out[name] = np.concatenate(mats)
     return out
@@ -271,7 +271,7 @@ def loco(
     caps: Sequence[Labelled],
     *,
     kinds: Sequence[str] = ("hgb", "logreg", "mlp", "secids_cnn", "ours"),
-    specs: Sequence[FeatureSpec] = (FEATURE_SPEC, FEATURE_SPEC_V2),
+    specs: Sequence[FeatureSpec] = (FEATURE_SPEC, CONTEXT_SPEC),
     unseen: Mapping[str, np.ndarray] | None = None,
     target_fpr: float = DEFAULT_TARGET_FPR,
     epochs: int = 6,
@@ -319,7 +319,7 @@ def loco(
     }  # fmt: skip
     for spec in specs:
         for kind in kinds:
-            name = f"{kind}+temporal" if spec.name == FEATURE_SPEC_V2.name else kind
+            name = f"{kind}+temporal" if spec.name == CONTEXT_SPEC.name else kind
             t0 = time.time()
             oof: list[np.ndarray] = []
             fam_pred: list[np.ndarray | None] = []
@@ -438,7 +438,7 @@ def leave_family_out(
     threshold: float,
     *,
     kind: str = "ours",
-    spec: FeatureSpec = FEATURE_SPEC_V2,
+    spec: FeatureSpec = CONTEXT_SPEC,
     epochs: int = 6,
     max_train_rows: int = 8000,
     ext_attack_weight: float = 0.25,
@@ -586,7 +586,7 @@ def loco_main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     caps = [load_labelled(p, a.label_column) for p in sorted(a.data)]
-    specs = [{"conn-v1": FEATURE_SPEC, "conn-v2": FEATURE_SPEC_V2}[s] for s in a.specs.split(",")]
+    specs = [{"conn-v1": FEATURE_SPEC, "conn-v2": CONTEXT_SPEC}[s] for s in a.specs.split(",")]
     unseen = None
     if a.unseen_root:
         groups = resolve_unseen(a.unseen_root)
@@ -617,7 +617,7 @@ def loco_main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------- zeek-ml evaluate MODEL DATA...
 
 
-def _metric_table(rows: Mapping[str, dict]) -> list[str]:
+def metric_table(rows: Mapping[str, dict]) -> list[str]:
     L = [
         "| capture | rows | malicious | accuracy | precision | recall | F1 | ROC-AUC | PR-AUC | benign FPR "
         "| notices / 1k benign |",
@@ -799,7 +799,7 @@ def evaluate_model(
         f"Threshold {th:.4f}; {len(per)} capture(s), {pooled['n']:,} labelled rows ({pooled['n_malicious']:,} "
         f"malicious). Label column `{label_col}`; rows with other labels (Background) left out.",
         "",
-        *_metric_table({**per, "**pooled**": pooled}),
+        *metric_table({**per, "**pooled**": pooled}),
         "",
     ]
     if "family_accuracy" in pooled:
@@ -812,7 +812,7 @@ def evaluate_model(
             json.dump(report, f, indent=1)
         with open(os.path.join(out_dir, "report.md"), "w") as f:
             f.write("\n".join(L))
-    report["table"] = _metric_table({**per, "pooled": pooled})
+    report["table"] = metric_table({**per, "pooled": pooled})
     return report
 
 

@@ -163,7 +163,7 @@ def export_onnx(
     onnx.save(m, path)
 
 
-def _ort_scores(path: str, X: np.ndarray) -> np.ndarray:
+def ort_scores(path: str, X: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     so = ort.SessionOptions()

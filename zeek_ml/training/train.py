@@ -55,7 +55,7 @@ from zeek_ml.training.data import (
     sample_weights,
 )
 from zeek_ml.training.evaluate import binary_metrics
-from zeek_ml.training.nets import _ort_scores, export_onnx, fit_hgb, fit_net, fit_torch
+from zeek_ml.training.nets import export_onnx, fit_hgb, fit_net, fit_torch, ort_scores
 
 
 def _flag_rates(
@@ -229,7 +229,7 @@ def train_model(
     }
     export_onnx(model, FEATURE_SPEC, out_path, metadata)
     check_X = np.concatenate([c.X[:2000] for c in caps])
-    diff = float(np.abs(_ort_scores(out_path, check_X) - torch_score(check_X)).max())
+    diff = float(np.abs(ort_scores(out_path, check_X) - torch_score(check_X)).max())
     if diff > 1e-5:
         raise RuntimeError(f"onnxruntime and torch disagree: max |diff| = {diff}")
     log(f"onnx == torch on {len(check_X)} rows (max diff {diff:.2e})")
@@ -448,9 +448,9 @@ def render_card(r: dict) -> str:
     return "\n".join(L)
 
 
-MODEL_NAME_V2 = "conn-cnn-v2"
+CONTEXT_MODEL_NAME = "conn-cnn-v2"
 
-MODEL_VERSION_V2 = 2
+CONTEXT_MODEL_VERSION = 2
 
 #: benign false-positive rates tabulated in the card (threshold each, measured on validation folds)
 FPR_GRID: tuple[float, ...] = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
@@ -495,7 +495,7 @@ def train_context_model(
     """
     import torch
 
-    from zeek_ml.features.conn import FEATURE_SPEC_V2
+    from zeek_ml.features.conn import CONTEXT_SPEC
     from zeek_ml.training.evaluate import (
         leave_family_out,
         load_labelled,
@@ -508,7 +508,7 @@ def train_context_model(
 
     t0 = time.time()
     torch.set_num_threads(1)
-    spec = FEATURE_SPEC_V2
+    spec = CONTEXT_SPEC
     caps = [load_labelled(p) for p in sorted(data_paths)]
     oof: dict = {}
     res = loco(
@@ -554,8 +554,8 @@ def train_context_model(
     metadata = {
         "zeek_ml.feature_spec": spec.to_json(),
         "zeek_ml.threshold": json.dumps(threshold),
-        "zeek_ml.model_name": json.dumps(MODEL_NAME_V2),
-        "zeek_ml.model_version": json.dumps(MODEL_VERSION_V2),
+        "zeek_ml.model_name": json.dumps(CONTEXT_MODEL_NAME),
+        "zeek_ml.model_version": json.dumps(CONTEXT_MODEL_VERSION),
         "zeek_ml.families": json.dumps(list(FAMILIES)),
         "zeek_ml.reference": json.dumps([float(v) for v in ref]),
         "zeek_ml.fpr_thresholds": json.dumps([[f, th] for f, th in table]),
@@ -578,7 +578,7 @@ def train_context_model(
     check_X = np.concatenate([c.X2[:2000] for c in caps])
     with torch.no_grad():
         ref_scores = net(torch.from_numpy(check_X))[0].numpy()
-    diff = float(np.abs(_ort_scores(out_path, check_X) - ref_scores).max())
+    diff = float(np.abs(ort_scores(out_path, check_X) - ref_scores).max())
     if diff > 1e-5:
         raise RuntimeError(f"onnxruntime and torch disagree: max |diff| = {diff}")
     unseen_rates = {}
@@ -603,8 +603,8 @@ def train_context_model(
     result = _clean(
         {
             "transfer": transfer,
-            "model_name": MODEL_NAME_V2,
-            "model_version": MODEL_VERSION_V2,
+            "model_name": CONTEXT_MODEL_NAME,
+            "model_version": CONTEXT_MODEL_VERSION,
             "onnx": os.path.basename(out_path),
             "onnx_sha256": sha256_file(out_path),
             "onnx_bytes": os.path.getsize(out_path),
@@ -716,7 +716,7 @@ def write_context_card(result: dict, stem: str) -> None:
 def render_context_card(r: dict, baselines_md: str | None) -> str:
     """Model card (Markdown) for conn-cnn-v2."""
     from zeek_ml.sources.frame import columns_markdown
-    from zeek_ml.training.evaluate import _metric_table
+    from zeek_ml.training.evaluate import metric_table
 
     ev = r["evaluation"]["loco"]
     tr = r["training"]
@@ -778,7 +778,7 @@ def render_context_card(r: dict, baselines_md: str | None) -> str:
         f"giving {100 * tr['target_fpr']:.2f} % benign FPR on the other captures' out-of-fold scores. These are the "
         "figures to trust; the shipped model is the same recipe fitted on all captures.",
         "",
-        *_metric_table({**ev["per_capture"], "**pooled**": ev["pooled"]}),
+        *metric_table({**ev["per_capture"], "**pooled**": ev["pooled"]}),
         "",
         "Family accuracy on malicious rows of held-out captures (a family absent from the other captures cannot be "
         "named): "
@@ -865,7 +865,7 @@ def render_context_card(r: dict, baselines_md: str | None) -> str:
             se["command"],
             "```",
             "",
-            *_metric_table({**se["per_capture"], "**pooled**": se["pooled"]}),
+            *metric_table({**se["per_capture"], "**pooled**": se["pooled"]}),
             "",
             "Permutation importance (ROC-AUC drop when one column is shuffled, in-sample, top 10): "
             + ", ".join(f"`{k}` {v:.3f}" for k, v in imp)
@@ -946,7 +946,7 @@ def main_context(argv: Sequence[str]) -> int:
     """``zeek-ml train --v2 DATA... --out models/conn-cnn-v2.onnx``: ship the temporal model."""
     ap = argparse.ArgumentParser(prog="zeek-ml train --v2", description=train_context_model.__doc__)
     ap.add_argument("data", nargs="+")
-    ap.add_argument("--out", default=f"models/{MODEL_NAME_V2}.onnx")
+    ap.add_argument("--out", default=f"models/{CONTEXT_MODEL_NAME}.onnx")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--max-train-rows", type=int, default=8000)

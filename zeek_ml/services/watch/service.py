@@ -41,8 +41,8 @@ from zeek_ml.formats.writer import ZeekLogWriter, zeek_time_string
 from zeek_ml.model.scorer import Scorer
 from zeek_ml.services.durable import DISK_FULL_BACKOFF, DISK_FULL_REMINDER, AppendLog, read_json, wait_out_disk_full
 from zeek_ml.sinks.logs import EnrichedSink, build_notice_sink, enriched_fields, match_sensor
-from zeek_ml.sources.files import _reject_long, make_parser, sniff_format
-from zeek_ml.sources.reading import MalformedLineError, ReadStats, RejectLog, _Context
+from zeek_ml.sources.files import make_parser, reject_long_line, sniff_format
+from zeek_ml.sources.reading import MalformedLineError, ReadContext, ReadStats, RejectLog
 from zeek_ml.sources.tail import LogFollower, Segment, rotated_patterns
 
 CHECKPOINT_VERSION = 1
@@ -260,7 +260,7 @@ class Watcher:
             rejects_target = AppendLog(o.rejects_out, on_event=on_event)
             self._register("rejects", rejects_target)
         self.rejects = RejectLog(strict=o.strict, target=rejects_target)
-        self.ctx = _Context(self.rejects, self.stats, o.batch_bytes, True, None)
+        self.ctx = ReadContext(self.rejects, self.stats, o.batch_bytes, True, None)
 
     def _output_path(self, name: str) -> str:
         return {"notice": self.opts.notice_out, "all": self.opts.all_out}[name]  # type: ignore[return-value]
@@ -279,7 +279,7 @@ class Watcher:
 
     def _on_follower_event(self, kind: str, info: dict[str, Any]) -> None:
         if kind == "line_too_long":  # a rejected line like any other (counted, --rejects, --strict)
-            _reject_long(self.ctx, info["file"], info["line"], info["head"], final=False)
+            reject_long_line(self.ctx, info["file"], info["line"], info["head"], final=False)
             return
         level = "warning" if kind in ("file_missing", "file_truncated", "file_corrupt") else "info"
         if kind == "file_missing":
