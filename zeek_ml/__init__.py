@@ -10,7 +10,8 @@ Three lines to a prediction::
 shape (this package's reader, zat's ``LogToDataFrame``, parsezeeklogs records,
 ``pandas.read_json(lines=True)`` of a Zeek JSON log): :func:`conn_frame` normalises it and
 raises :class:`FrameError` naming every missing or mistyped column (:data:`MODEL_COLUMNS`).
-:func:`score` does what ``zeek-ml score`` does. Names load on first use, so importing the
+:func:`score` does what ``zeek-ml score`` does; :func:`iter_batches` streams a log too big for
+memory in bounded batches (rejects counted in a :class:`RejectLog`). Names load on first use, so importing the
 package costs nothing.
 """
 
@@ -24,7 +25,9 @@ from zeek_ml._version import __version__
 if TYPE_CHECKING:
     from zeek_ml.api import default_model_path, load_model, read_log, score, write_log
     from zeek_ml.model.conn_model import ConnModel, FeatureSpecMismatch, ModelLoadError
+    from zeek_ml.sources.files import iter_batches
     from zeek_ml.sources.frame import MODEL_COLUMNS, FrameError, conn_frame
+    from zeek_ml.sources.reading import RejectLog
 
 __all__ = [
     "MODEL_COLUMNS",
@@ -32,9 +35,11 @@ __all__ = [
     "FeatureSpecMismatch",
     "FrameError",
     "ModelLoadError",
+    "RejectLog",
     "__version__",
     "conn_frame",
     "default_model_path",
+    "iter_batches",
     "load_model",
     "read_log",
     "score",
@@ -47,6 +52,8 @@ _HOMES = {
     "read_log": "zeek_ml.api",
     "write_log": "zeek_ml.api",
     "score": "zeek_ml.api",
+    "iter_batches": "zeek_ml.sources.files",
+    "RejectLog": "zeek_ml.sources.reading",
     "MODEL_COLUMNS": "zeek_ml.sources.frame",
     "FrameError": "zeek_ml.sources.frame",
     "conn_frame": "zeek_ml.sources.frame",
