@@ -41,7 +41,6 @@ MODULE = "ZeekML"
 CONN_RECORD = "ZeekML::FinishedConn"
 
 CONN_EVENT = "ZeekML::conn_finished"
-
 """``event ZeekML::conn_finished(c: ZeekML::FinishedConn)``: one finished connection, published by the package."""
 
 CONN_TOPIC = "zeek/ml/conn"
@@ -49,13 +48,11 @@ CONN_TOPIC = "zeek/ml/conn"
 VERDICT_RECORD = "ZeekML::Verdict"
 
 VERDICT_EVENT = "ZeekML::verdict"
-
 """``event ZeekML::verdict(v: ZeekML::Verdict)``: one verdict, published by ``zeek-ml broker``."""
 
 VERDICT_TOPIC = "zeek/ml/verdict"
 
 ACK_EVENT = "ZeekML::scored"
-
 """``ZeekML::scored(uids: vector of string)``: the connections of one scored batch.
 
 Published by ``zeek-ml broker`` after a batch's verdicts, on :data:`ACK_TOPIC`;
@@ -89,13 +86,11 @@ CONN_FIELDS: tuple[RecordField, ...] = (
     RecordField("resp_ip_bytes", "count", True, "resp_ip_bytes"),
     RecordField("tunnel_parents", "set[string]", True, "tunnel_parents"),
 )
-
 """``ZeekML::FinishedConn``: conn.log's standard fields, flattened (``id.orig_h`` -> ``orig_h``)."""
 
 CONN_SOURCES: dict[str, str] = {
     f.name: ("rec$id$" + f.name if f.column.startswith("id.") else "rec$" + f.name) for f in CONN_FIELDS
 }
-
 """Where main.zeek takes each field from, given ``rec: Conn::Info`` in ``Conn::log_conn``."""
 
 VERDICT_FIELDS: tuple[RecordField, ...] = (
@@ -123,7 +118,6 @@ VERDICT_FIELDS: tuple[RecordField, ...] = (
     RecordField("dsts", "count", True),
     RecordField("ports", "count", True),
 )
-
 """``ZeekML::Verdict``: one notice of zeek-ml's (an incident, or one flagged connection): the
 connection it names, the score, the model, the notice's message and ``sub``, and, for an
 incident, how many connections it stands for (``n``), its key, time span and distinct
@@ -145,12 +139,10 @@ NOTICE_INFO_FIELDS: tuple[RecordField, ...] = (
     RecordField("dsts", "count", True, logged=True),
     RecordField("ports", "count", True, logged=True),
 )
-
 """``ZeekML::NoticeInfo``, logged as ``zeek_ml.score``, ``zeek_ml.threshold``, ... in notice.log:
 the same columns, names and types as zeek-ml's own notice log after Zeek's 26."""
 
 INFO_FROM_VERDICT: tuple[str, ...] = tuple(f.name for f in NOTICE_INFO_FIELDS)
-
 """The ``ZeekML::Verdict`` fields main.zeek copies into ``ZeekML::NoticeInfo`` (same names)."""
 
 _LOG_TYPES = {"transport_proto": "enum", "vector of string": "vector[string]"}
@@ -164,7 +156,6 @@ def log_type(zeek_type: str) -> str:
 NOTICE_COLUMNS: tuple[tuple[str, str], ...] = tuple(
     ("zeek_ml." + f.name, log_type(f.zeek_type)) for f in NOTICE_INFO_FIELDS
 )
-
 """The notice.log columns Zeek writes for ``Notice::Info$zeek_ml`` (name, log type)."""
 
 

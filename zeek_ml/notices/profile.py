@@ -26,7 +26,6 @@ PROFILE_VERSION = 1
 PATTERN_FIELDS: tuple[str, ...] = ("direction", "host", "proto", "service", "port", "conn_state")
 
 DEFAULT_BUDGET_PER_DAY = 5.0
-
 """Notices per day and direction the fitted thresholds allow on the calibration stretch."""
 
 DEFAULT_MIN_PRESENCE = 0.2
@@ -42,7 +41,6 @@ DEFAULT_UNEXPLAINED_SHARE = 0.1
 BUCKETS = 24
 
 UNANSWERED_STATES: tuple[str, ...] = ("S0", "REJ", "OTH", "SH", "SHR", "RSTOS0", "RSTRH")
-
 """conn_state of attempts nobody answered: their pattern has port ``*``."""
 
 

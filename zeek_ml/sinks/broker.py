@@ -17,11 +17,9 @@ from zeek_ml.formats.records import CONN_FIELDS, VERDICT_FIELDS, RecordField
 from zeek_ml.sources.broker import UTC
 
 UNIQUE_FIELDS = frozenset({"ts", "uid", "msg", "sub", "incident", "first_ts", "last_ts"})
-
 """``ZeekML::Verdict`` fields whose values seldom repeat; the others' Broker values are cached."""
 
 CACHE_SIZE = 4096
-
 """Most cached values per field (the cache starts over beyond)."""
 
 

@@ -20,11 +20,9 @@ from zeek_ml.model.scorer import Verdicts, plain
 from zeek_ml.sources.eve import LINK_HEADER_BYTES, SERVICE_NAMES
 
 GID = 7447
-
 """zeek-ml's generator id in eve alerts (Suricata's own rules use gid 1)."""
 
 SID_BASE = 7_447_000
-
 """zeek-ml's signature ids: 7,447,000 to 7,447,999 (outside the Snort/ET ranges and the local-use
 range 1,000,000-1,999,999). ``SID_BASE`` is a flagged connection or incident without a family;
 :data:`FAMILY_SIDS` lists the families' offsets; other family names hash into 900-999."""
@@ -44,11 +42,9 @@ FAMILY_SIDS: dict[str, tuple[int, str]] = {
     "web_attack": (7, "Web Application Attack"),
     "malware": (8, "A Network Trojan was detected"),
 }
-
 """Family -> (offset from :data:`SID_BASE`, Suricata classification category)."""
 
 SEVERITY = {"high": 1, "medium": 2, "low": 3}
-
 """zeek-ml severity -> eve ``alert.severity`` (1 is the most severe, as in Suricata)."""
 
 
@@ -171,7 +167,6 @@ APP_PROTOS: dict[str, str] = {zeek: suricata for suricata, zeek in SERVICE_NAMES
     "http": "http",
     "ftp-data": "ftp-data",
 }
-
 """Zeek ``service`` -> Suricata ``app_proto`` where the names differ (the other way of :data:`SERVICE_NAMES`)."""
 
 

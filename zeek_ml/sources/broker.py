@@ -27,7 +27,6 @@ from zeek_ml.formats.schema import (
 UTC = dt.UTC
 
 PROTOCOLS = ("tcp", "udp", "icmp", "unknown_transport")
-
 """Zeek's ``transport_proto`` values."""
 
 

@@ -16,7 +16,6 @@ from zeek_ml.formats.schema import CONN_FIELDS, MAX_VALUE_CHARS, PORT_MAX, TIME_
 from zeek_ml.sources.reading import cap_json_values, decode_json_line, lone_surrogate, show, valid_addr
 
 LINK_HEADER_BYTES = 14
-
 """Bytes of link-layer header Suricata counts in ``flow.bytes_*`` per packet (Ethernet II).
 
 Suricata's flow byte counters add up whole captured frames (``GET_PKT_LEN``), link header
@@ -35,7 +34,6 @@ PROTO_NUMBERS: dict[str, int] = {
     "ICMPV6": 58,
     "SCTP": 132,
 }
-
 """Suricata's ``proto`` names -> IP protocol numbers (``ip_proto``, as Zeek 7.1+ logs it)."""
 
 SERVICE_NAMES: dict[str, str] = {
@@ -48,12 +46,10 @@ SERVICE_NAMES: dict[str, str] = {
     "ftp_data": "ftp-data",
     "failed": "",
 }
-
 """Suricata ``app_proto`` -> Zeek ``service`` where the names differ (``failed``: no parser matched,
 Zeek's unset)."""
 
 SURICATA_STATES = ("new", "established", "closed", "bypassed", "local_bypassed", "capture_bypassed")
-
 """``flow.state`` values Suricata writes (bypassed flows: ``state: bypassed``, ``bypass: local|capture``)."""
 
 # TCP flag bits as in ``tcp.tcp_flags_ts`` / ``tcp_flags_tc`` (hex, cumulative over the flow).
@@ -73,7 +69,6 @@ EXTRA_EVE_FIELDS: tuple[tuple[str, str], ...] = (
     ("suricata.bypassed", "bool"),
     ("suricata.age", "count"),
 )
-
 """Columns after conn.log's in a batch read from eve.json: what eve says that conn.log cannot."""
 
 _FLOW_EVENT = re.compile(rb'"event_type"\s*:\s*"flow"')
@@ -118,7 +113,6 @@ def _get(events: Sequence[dict[str, Any]], *keys: str) -> list[Any]:
 
 
 EVE_COUNT_MAX = 2**53
-
 """Largest eve counter mapped: the mapping does its arithmetic in float64, exact below 2^53
 (8 PiB, or 9e15 packets); a larger ``bytes_*``/``pkts_*`` makes the line a reject."""
 

@@ -14,11 +14,9 @@ from typing import IO, Any
 from zeek_ml.formats.schema import MAX_VALUE_CHARS
 
 STDIN = "-"
-
 """The source name that reads standard input."""
 
 STDIN_NAME = "<stdin>"
-
 """How standard input is named in messages and rejects."""
 
 _BOM = b"\xef\xbb\xbf"
@@ -226,7 +224,6 @@ def lone_surrogate(obj: Any) -> str | None:
 
 
 _DECODER = json.JSONDecoder(strict=False)
-
 """Control bytes inside a JSON string are kept, as they are in TSV (one decoder, made once)."""
 
 

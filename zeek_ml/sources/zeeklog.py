@@ -503,7 +503,6 @@ def _bad_addrs(col: pa.ChunkedArray) -> np.ndarray | None:
 
 
 KNOWN_FIELDS = frozenset(CONN_TYPES) | frozenset(KNOWN_EXTRA_TYPES)
-
 """The columns zeek-ml reads for their meaning: in a conn read their text is always valid Unicode."""
 
 
@@ -614,7 +613,6 @@ def _container(
 
 
 JSON_FAST = os.environ.get("ZEEK_ML_JSON_FAST", "1") != "0"
-
 """Read plain blocks of Zeek JSON columnar (:func:`json_block_table`); tests set it False (or the
 environment ``ZEEK_ML_JSON_FAST=0``) to force the line-by-line path the fast one must equal."""
 
@@ -622,7 +620,6 @@ _KNOWN_JSON_SCHEMA = pa.schema(
     [(name, arrow_type(t)) for name, t in {**CONN_TYPES, **KNOWN_EXTRA_TYPES}.items() if not is_container(t)]
     + [(name, pa.list_(pa.string())) for name, t in CONN_TYPES.items() if t == "set[string]"]
 )
-
 """The columns :func:`json_block_table` parses with a fixed type: a value of any other JSON type
 makes Arrow refuse the block, which then goes line by line."""
 
