@@ -31,9 +31,13 @@ def body(path: Path) -> list[str]:
     return [ln for ln in path.read_text().splitlines() if not ln.startswith(("#open", "#close"))]
 
 
-def engine_line(stderr: str) -> tuple[int, int, int]:
-    """(partitions, accepted after warm-up, re-scored) from the engine's summary line."""
-    m = re.search(r"([\d,]+) partition\(s\): ([\d,]+) exact after their warm-up, ([\d,]+) re-scored", stderr)
+def engine_line(stderr: str) -> tuple[int, int, int, int]:
+    """(partitions, from the context chain, accepted after a warm-up, re-scored) from the engine's summary."""
+    m = re.search(
+        r"([\d,]+) partition\(s\): ([\d,]+) started from the context chain, ([\d,]+) exact after their warm-up, "
+        r"([\d,]+) re-scored",
+        stderr,
+    )
     assert m, stderr
     return tuple(int(g.replace(",", "")) for g in m.groups())  # type: ignore[return-value]
 
@@ -70,21 +74,22 @@ def test_sample_logs_local_workers(tmp_path: Path) -> None:
     """--workers 2: the CLI's own local cluster; every sample log, 700-row partitions."""
     err, one, many = score_both(tmp_path, [str(SAMPLE_LOGS)], ["--workers", "2", "--partition-rows", "700"])
     assert_same(one, many)
-    parts, _, _ = engine_line(err)
-    assert parts > 3
+    parts, chained, warm, rescored = engine_line(err)
+    assert parts > 3 and chained == parts - 1 and warm == rescored == 0
     assert "local cluster of 2 worker process(es)" in err
     assert len(body(one / "notice.log")) > 10
 
 
 def test_test_data_on_existing_cluster(tmp_path: Path, cluster: str) -> None:
-    """--cluster ADDRESS, on the real logs of tests/data (TSV, JSON, eve, gzip), cut every 500 rows."""
+    """--cluster ADDRESS, on the real logs of tests/data (TSV, JSON, eve, gzip), cut every 500 rows, the
+    speculative way (--warmup-rows): some partitions pass the check, others are re-scored."""
     inputs = [str(TEST_DATA / d) for d in ("lab", "ctu", "zeek8")] + [str(TEST_DATA / "iot23-quirk.conn.log.labeled")]
     err, one, many = score_both(
         tmp_path, inputs, ["--cluster", cluster, "--partition-rows", "500", "--warmup-rows", "300"]
     )
     assert_same(one, many)
-    parts, warm, rescored = engine_line(err)
-    assert parts == 1 + warm + rescored
+    parts, chained, warm, rescored = engine_line(err)
+    assert parts == 1 + warm + rescored and chained == 0
     assert warm > 0 and rescored > 0, "both ways of making a partition exact must be exercised"
 
 
@@ -193,7 +198,9 @@ def test_worker_killed_mid_job(tmp_path: Path) -> None:
     assert body(out) == body(got)
 
 
-def test_bad_cluster_address(tmp_path: Path) -> None:
+def test_bad_cluster_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No scheduler there: one line, exit 2, no output (after Dask's connect timeout, 2 s here)."""
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "2s")
     r = run_cli("score", str(LAB), "-o", str(tmp_path / "n.log"), "--cluster", "tcp://127.0.0.1:1", timeout=120)
     assert r.returncode == 2, r.stderr
     assert "cannot reach the Dask scheduler" in r.stderr

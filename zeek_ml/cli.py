@@ -209,6 +209,8 @@ def _cluster_engine(args: argparse.Namespace, model, threshold, options):
         raise CliError(f"--workers {args.workers}: must be >= 1", EXIT_INPUT)
     if args.partition_rows < 1:
         raise CliError(f"--partition-rows {args.partition_rows}: must be >= 1", EXIT_INPUT)
+    if args.warmup_rows < 0:
+        raise CliError(f"--warmup-rows {args.warmup_rows}: must be >= 0", EXIT_INPUT)
     try:
         from zeek_ml.distributed import ClusterEngine, dask_client
     except ImportError as e:
@@ -614,7 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup-rows",
         type=int,
         metavar="N",
-        help="rows before a partition that rebuild its host context (default: --partition-rows)",
+        default=0,
+        help="0 (default): each partition starts from the exact host context before it, carried by a chain of "
+        "cheap context-only tasks; N: start from a warm-up on the N rows before it instead (speculative, checked, "
+        "re-scored when the context differs)",
     )
     score.set_defaults(func=cmd_score)
 

@@ -34,11 +34,12 @@ own copy of the model, as :meth:`~zeek_ml.model.ConnModel.explain` does in one p
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import logging
+import math
 import operator
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -65,7 +66,9 @@ KILL_ENV = "ZEEK_ML_DASK_KILL_ONCE"
 """Test hook: ``PATH:INDEX`` makes the first worker that starts partition INDEX kill itself (SIGKILL), once
 (PATH is created to remember it was done): the job must still finish, with the same output."""
 
-_CONN_COLUMNS = tuple(name for name, _ in CONN_FIELDS)
+_CONN_COLUMNS = tuple(name for name, _ in CONN_FIELDS if name != "tunnel_parents")
+"""The columns a partition carries to the cluster: conn.log's, less ``tunnel_parents`` (no feature reads
+it, and a column of Python sets costs more to pickle than all the others together)."""
 
 
 class PartitionError(RuntimeError):
@@ -117,6 +120,88 @@ def _worker_model(path: str, sha256: str) -> Any:
     return model
 
 
+def absorb(ctx: Any, frame: pd.DataFrame) -> None:
+    """Take ``frame``'s rows into the host context ``ctx`` as ``ctx.update(frame)`` does, without
+    computing their features (a warm-up: about half the cost).
+
+    The per-row state changes of :meth:`~zeek_ml.temporal.HostContext._row` (host lookup and
+    least-recently-used order, window trimming, the connection remembered, last-seen time, clock and
+    expiry), nothing else. A batch the stream clock would not take as it is (clamped rows, a new epoch)
+    goes through ``update`` itself. Should this copy ever drift from ``_row``, nothing wrong is written:
+    the context's fingerprint would differ and the partition be re-scored from the accepted context.
+    """
+    from zeek_ml.temporal import FAILED_STATES, _col, _Host, _num_col, ts_seconds
+
+    n = len(frame)
+    if not n:
+        return
+    ts = ts_seconds(frame)
+    if ctx.seq_k or not ctx.time.sane(ts):
+        ctx.update(frame)
+        return
+    oh = list(map(str, _col(frame, "id.orig_h", "?")))
+    rh = list(map(str, _col(frame, "id.resp_h", "?")))
+    rp = _num_col(frame, "id.resp_p").astype(np.int64).tolist()
+    failed = list(map(FAILED_STATES.__contains__, map(str, _col(frame, "conn_state", "-"))))
+    ob = np.maximum(_num_col(frame, "orig_bytes"), 0.0).tolist()
+    rb = np.maximum(_num_col(frame, "resp_bytes"), 0.0).tolist()
+    orig, resp, k, window_s, ttl_s, max_hosts = ctx.orig, ctx.resp, ctx.k, ctx.window_s, ctx.ttl_s, ctx.max_hosts
+    isfinite = math.isfinite
+    for t, o, r, port, f, b, c in zip(ts.tolist(), oh, rh, rp, failed, ob, rb, strict=True):
+        moves = isfinite(t)
+        if not moves:
+            t = ctx.clock if isfinite(ctx.clock) else 0.0
+        ho = orig.get(o)
+        if ho is None:
+            ho = orig[o] = _Host(sorted_times=True)
+            if len(orig) > max_hosts:
+                orig.popitem(last=False)
+        else:
+            orig.move_to_end(o)
+        hr = resp.get(r)
+        if hr is None:
+            hr = resp[r] = _Host()
+            if len(resp) > max_hosts:
+                resp.popitem(last=False)
+        else:
+            resp.move_to_end(r)
+        lo = t - window_s
+        win = ho.window
+        while win and win[0] < lo:
+            win.popleft()
+        win = hr.window
+        while win and win[0] < lo:
+            win.popleft()
+        ho.add((t, r, port, f, b, c), k)
+        hr.add((t, o, port, f, b, c), k)
+        if t > ho.last_seen:
+            ho.last_seen = t
+        if t > hr.last_seen:
+            hr.last_seen = t
+        if moves and t > ctx.clock:
+            ctx.clock = t
+            limit = t - ttl_s
+            if (orig and orig[next(iter(orig))].last_seen < limit) or (
+                resp and resp[next(iter(resp))].last_seen < limit
+            ):
+                ctx._expire()
+    ctx.time.advance(ts)
+    ctx.rows += n
+
+
+def _copy(ctx: Any) -> Any:
+    """An independent copy of a host context (a task must never change an object another task may read)."""
+    return None if ctx is None else pickle.loads(pickle.dumps(ctx, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def advance(ctx: Any, frame: pd.DataFrame) -> Any:
+    """The context chain's step: a copy of ``ctx`` that has taken in ``frame`` (:func:`absorb`)."""
+    ctx = _copy(ctx)
+    if ctx is not None:
+        absorb(ctx, frame)
+    return ctx
+
+
 def _identity(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
@@ -160,10 +245,10 @@ def score_partition(
     model = _worker_model(model_path, sha256)
     scorer = Scorer(model, threshold)
     if start is not None:
-        scorer.context = copy.deepcopy(start)
+        scorer.context = _copy(start)
     elif scorer.context is not None:
         for w in warmup:
-            scorer.context.update(w)
+            absorb(scorer.context, w)
     before = context_fingerprint(scorer.context)
     verdicts = scorer(frame)
     scores = np.asarray(verdicts.scores, dtype=np.float64)
@@ -193,13 +278,15 @@ class ClusterStats:
     """What the engine did: partitions sent, accepted on their warm-up, re-scored from the accepted context."""
 
     partitions: int = 0
+    chained: int = 0
     warm_accepted: int = 0
     rescored: int = 0
     rescored_at: list[int] = field(default_factory=list)
 
     def line(self) -> str:
         return (
-            f"{self.partitions:,} partition(s): {self.warm_accepted:,} exact after their warm-up, "
+            f"{self.partitions:,} partition(s): {self.chained:,} started from the context chain, "
+            f"{self.warm_accepted:,} exact after their warm-up, "
             f"{self.rescored:,} re-scored from the previous partition's context"
         )
 
@@ -234,14 +321,14 @@ class ClusterEngine:
         explain_floor: float | None = None,
         ahead: int | None = None,
     ):
-        if partition_rows < 1:
-            raise ValueError(f"partition_rows must be >= 1, got {partition_rows}")
+        if partition_rows < 1 or (warmup_rows is not None and warmup_rows < 0):
+            raise ValueError(f"partition_rows must be >= 1 and warmup_rows >= 0, got {partition_rows}, {warmup_rows}")
         self.client = client
         self.model = model
         self.threshold = float(model.threshold if threshold is None else threshold)
         self.explain_floor = self.threshold if explain_floor is None else min(self.threshold, float(explain_floor))
         self.partition_rows = int(partition_rows)
-        self.warmup_rows = int(self.partition_rows if warmup_rows is None else warmup_rows)
+        self.warmup_rows = int(warmup_rows or 0)
         if ahead is None:
             threads = sum(client.nthreads().values()) or 1
             ahead = max(4, 2 * threads)
@@ -249,6 +336,9 @@ class ClusterEngine:
         self.stats = ClusterStats()
         self._token = uuid.uuid4().hex[:8]
         self._path = os.path.abspath(model.path)
+        self._has_context = hasattr(model, "new_context") and model.new_context() is not None
+        self._chain: Any = model.new_context() if self._has_context else None
+        """The exact context before the next partition to send (a future, or the fresh context)."""
 
     # -------------------------------------------------------------- submitting
 
@@ -279,20 +369,34 @@ class ClusterEngine:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "large object in the task": on purpose, so that Dask can recompute it
             frame_fut = self.client.submit(_identity, frame, key=f"zeek-ml-rows-{self._token}-{index}")
-        warm: list[Any] = []
-        rows = 0
-        for prev in reversed(history):
-            if rows >= self.warmup_rows:
-                break
-            warm.insert(0, prev.frame)
-            rows += prev.rows
-        result, payload = self._submit(index, frame_fut, warm if index else [], None, "warm")
+        if self.warmup_rows:  # speculative: a warm-up on the rows before, checked by the driver
+            warm: list[Any] = []
+            rows = 0
+            for prev in reversed(history):
+                if rows >= self.warmup_rows:
+                    break
+                warm.insert(0, prev.frame)
+                rows += prev.rows
+            result, payload = self._submit(index, frame_fut, warm if index else [], None, "warm")
+        else:  # from the context chain: exact by construction
+            result, payload = self._submit(index, frame_fut, [], self._chain, "chain")
+            self._extend_chain(index, frame_fut)
         part = _Part(index, start, len(frame), frame_fut, result, payload, sources)
         parts.append(part)
         history.append(part)
         while len(history) > 1 and sum(p.rows for p in list(history)[1:]) >= self.warmup_rows:
             history.popleft()
         return part
+
+    def _extend_chain(self, index: int, frame_fut: Any) -> None:
+        if self._has_context:
+            self._chain = self.client.submit(
+                advance,
+                self._chain,
+                frame_fut,
+                key=f"zeek-ml-ctx-{self._token}-{index + 1}-{uuid.uuid4().hex[:6]}",
+                priority=10,
+            )
 
     # -------------------------------------------------------------- the engine
 
@@ -349,8 +453,10 @@ class ClusterEngine:
                 payload = self._result(part, part.payload)
                 if payload["before"] == exact[1]:
                     result = part.result
-                    if part.index:
+                    if part.index and self.warmup_rows:
                         self.stats.warm_accepted += 1
+                    elif part.index:
+                        self.stats.chained += 1
                 else:
                     self.stats.rescored += 1
                     self.stats.rescored_at.append(part.index)
@@ -361,6 +467,10 @@ class ClusterEngine:
                     payload = self._result(part, fut)
                     if payload["before"] != exact[1]:
                         raise PartitionError(f"partition {part.index}: the accepted context did not carry over")
+                    if not self.warmup_rows:  # the chain went wrong: start it again from the exact context
+                        self._chain = self.client.submit(operator.getitem, result, 1)
+                        for later in parts:
+                            self._extend_chain(later.index, later.frame)
                 exact = (result, payload["after"])
                 done.append((part.start, payload))
                 accepted += part.rows
@@ -447,7 +557,7 @@ def dask_client(workers: int | None = None, address: str | None = None, *, quiet
         raise RuntimeError("--workers/--cluster need Dask: pip install 'zeek-ml[cluster]'") from e
     cluster = None
     if address:
-        client = Client(address, timeout="10s")
+        client = Client(address)  # gives up after distributed.comm.timeouts.connect (30 s; DASK_DISTRIBUTED__...)
     else:
         try:
             import bokeh  # noqa: F401
