@@ -52,10 +52,62 @@ def body(path: Path) -> list[str]:
     return [ln for ln in path.read_text().splitlines() if not ln.startswith(("#open", "#close"))]
 
 
+def model_of_scaling(inputs: list[str]) -> None:
+    """Time each phase of one process, in this process: what stays on the driver (reading, incidents and
+    the notice log) and what the workers do (host context + model; the context chain's absorb)."""
+    sys.path.insert(0, str(ROOT))
+    from zeek_ml.api import find_model
+    from zeek_ml.distributed import absorb
+    from zeek_ml.model import load_model
+    from zeek_ml.pipeline import Scorer
+    from zeek_ml.sinks import build_notice_sink, file_writer
+    from zeek_ml.zeeklog import ReadStats, RejectLog, expand_sources, iter_batches
+
+    model = load_model(find_model())
+    t = time.process_time()
+    batches = [b for b in iter_batches(expand_sources(inputs), rejects=RejectLog(), stats=ReadStats()) if len(b)]
+    read = time.process_time() - t
+    rows = sum(map(len, batches))
+    scorer = Scorer(model)
+    t = time.process_time()
+    verdicts = [scorer(b) for b in batches]
+    score = time.process_time() - t
+    ctx = model.new_context()
+    t = time.process_time()
+    for b in batches:
+        absorb(ctx, b)
+    chain = time.process_time() - t
+    with open(os.devnull, "wb") as null:
+        sink = build_notice_sink(file_writer(null))
+        t = time.process_time()
+        for v in verdicts:
+            sink.write(v)
+        sink.close()
+    notices = time.process_time() - t
+    flagged = sum(int(v.flagged.sum()) for v in verdicts)
+    serial = read + notices
+    print(f"phases of one process ({rows:,} rows, {flagged:,} flagged), CPU seconds:")
+    print(f"  driver:  read {read:.2f}, incidents + notice log {notices:.2f}  (serial: {serial:.2f})")
+    print(f"  workers: host context + model {score:.2f} ({rows / score:,.0f} rows/s per worker), "
+          f"context chain {chain:.2f} ({rows / chain:,.0f} rows/s, sequential)")  # fmt: skip
+    # driver, context chain and workers are pipelined: the slowest stage bounds the run, and so does the
+    # CPU there is (cluster start-up, pickling and Dask's per-task overhead come on top: see the runs below)
+    one = read + score + notices
+    total = serial + score + chain
+    for n in (1, 2, 4, 8, 16):
+        bound = max(serial, chain, (score + chain) / n)
+        cores = max(bound, total / 2)
+        print(
+            f"  {n:2d} worker(s): >= {bound:.2f} s with a core each ({one / bound:.2f}x one process); "
+            f"on 2 cores in all >= {cores:.2f} s ({one / cores:.2f}x)"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("inputs", nargs="*", help=f"conn logs (default: {SHARED})")
     ap.add_argument("--replay-rows", type=int, help="score a replay of the shared captures this long instead")
+    ap.add_argument("--replay-source", help="the captures make_conn.py replays (default: all the shared ones)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--partition-rows", type=int, default=50_000)
     ap.add_argument("--warmup-rows", type=int)
@@ -65,7 +117,8 @@ def main() -> int:
     if args.replay_rows:
         replay = tmp / f"conn-{args.replay_rows}.log"
         subprocess.run(
-            [sys.executable, str(ROOT / "bench" / "make_conn.py"), "--rows", str(args.replay_rows), "-o", str(replay)],
+            [sys.executable, str(ROOT / "bench" / "make_conn.py"), "--rows", str(args.replay_rows), "-o", str(replay)]
+            + (["--source", args.replay_source] if args.replay_source else []),
             check=True,
             capture_output=True,
         )
@@ -73,6 +126,7 @@ def main() -> int:
     part = ["--partition-rows", str(args.partition_rows)]
     if args.warmup_rows is not None:
         part += ["--warmup-rows", str(args.warmup_rows)]
+    model_of_scaling(inputs)
     configs = {"1 process": [], "--workers 1": ["--workers", "1", *part], "--workers 2": ["--workers", "2", *part]}
     walls: dict[str, list[float]] = {k: [] for k in configs}
     cpus: dict[str, list[float]] = {k: [] for k in configs}

@@ -1,29 +1,39 @@
 """Score on a Dask cluster, identical to one process (``zeek-ml score --workers N`` / ``--cluster ADDRESS``).
 
 What costs is per connection: the per-host context (:class:`~zeek_ml.temporal.HostContext`, a Python
-loop over rows, about 60 % of a run) and the ONNX model. What is cheap and depends on everything before
-it stays on the driver, exactly as one process runs it: reading the inputs (the same
+loop over rows, about 60 % of a run) and the ONNX model. What depends on everything before it stays on
+the driver, exactly as one process runs it: reading the inputs (the same
 :func:`~zeek_ml.zeeklog.iter_batches`, so rejects, ``--strict`` and the counters are the same), the
-incident aggregation and every output. Only the ``scorer(batch)`` step of :mod:`zeek_ml.score` is
-replaced by :class:`ClusterEngine`:
+incident aggregation and every output. That part is serial: cheap where few connections are flagged
+(6 % of a run on a mostly benign capture), but half of a run on attack captures where 45 % of the
+connections are flagged (the incident code then handles each of them in Python). Only the
+``scorer(batch)`` step of :mod:`zeek_ml.score` is replaced by :class:`ClusterEngine`:
 
 1. The rows read are cut into *partitions* of ``partition_rows`` consecutive rows (cuts fall anywhere:
    inside a file, inside an incident, inside a host's history). Each partition's conn columns are sent
    to the cluster as a task of their own, so a worker that dies loses nothing Dask cannot recompute.
-2. A worker scores a partition after a *warm-up*: a fresh host context takes in the preceding
-   partitions (at least ``warmup_rows`` rows; context only, no model), then scores the partition's
-   rows, and reports a fingerprint of its context before and after the partition.
-3. The driver takes the partitions in order. Partition 0 starts from a fresh context, as one process
-   does. Partition ``p`` is accepted when its fingerprint before its first row equals the fingerprint
-   after the last row of partition ``p - 1`` as accepted: the two contexts are then the same state (every
-   host's remembered connections, window, counters, last-seen time and least-recently-used order, the
-   stream clock and any rows it holds), and since the context is a deterministic function of its state
-   and the rows that follow, partition ``p`` got exactly the features one process gives it. By
-   induction every accepted partition is exact. When the fingerprints differ (a host whose remembered
-   history reaches back past the warm-up: its last ``k`` connections spread over more than the warm-up,
-   or a long-lived host at the head of the LRU order holding others back from expiry), the partition is
-   scored again from the accepted context itself (kept on the cluster, never on the driver), which is
-   exact by construction and sequential; the summary counts these re-scored partitions.
+2. **The context chain** (default): the host context before partition ``p`` is exact by construction: a
+   chain of cheap Dask tasks (:func:`advance`) takes each partition's rows into a copy of the context
+   before it, without features or model (:func:`absorb`, about a fifth of scoring a row). Partition
+   ``p`` is scored from a copy of the chain's context ``p``, as soon as that is ready, in parallel with
+   the others. The chain is the one sequential stage on the workers (about 320,000 rows/s here), so it
+   bounds the speed-up (about 5x; see ``bench/bench_distributed.py``).
+   No time-bounded warm-up can be exact in general: a host keeps its last ``k`` connections as long as
+   it is seen within ``ttl_s``, so a host with slow periodic traffic (IPv6 neighbour discovery every 20
+   minutes) remembers connections from many hours back; least-recently-used eviction and expiry order
+   depend on every host ever seen.
+3. **Checked, always**: a worker reports a fingerprint (:func:`context_fingerprint`) of its context
+   before and after its partition. The driver takes the partitions in order and accepts partition ``p``
+   only when its fingerprint before equals partition ``p - 1``'s after (computed with the ordinary
+   ``HostContext.update``): the contexts are then the same state, and since the context is a
+   deterministic function of its state and the rows that follow, ``p`` got exactly the features one
+   process gives it (by induction from partition 0's fresh context). A partition that fails the check
+   is scored again from the accepted context (kept on the cluster, never on the driver); the summary
+   line counts such partitions.
+4. **Speculative warm-up** (``warmup_rows`` > 0, ``--warmup-rows N``): instead of the chain, each
+   partition starts from a fresh context that takes in the N rows before it; the check above decides,
+   and a partition whose warm-up did not rebuild the context (common: see 2) is re-scored, in sequence.
+   Useful only where moving a context between workers costs more than that (very many hosts).
 
 The model is opened on each worker from its path (checked against the driver's by sha256); nothing a user
 loads from disk is pickled. Explanations (``why:`` in a notice) are computed on the driver from the
@@ -43,6 +53,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 import uuid
 import warnings
 from collections import deque
@@ -242,6 +253,7 @@ def score_partition(
     from zeek_ml.pipeline import Scorer
 
     _maybe_kill(index)
+    cpu = time.process_time()
     model = _worker_model(model_path, sha256)
     scorer = Scorer(model, threshold)
     if start is not None:
@@ -266,6 +278,7 @@ def score_partition(
         "family": None if verdicts.family is None else np.asarray(verdicts.family, dtype=object),
         "keep": keep,
         "X": X,
+        "cpu": time.process_time() - cpu,
     }
     return payload, scorer.context
 
@@ -282,12 +295,15 @@ class ClusterStats:
     warm_accepted: int = 0
     rescored: int = 0
     rescored_at: list[int] = field(default_factory=list)
+    task_cpu: float = 0.0
+    """CPU seconds the accepted scoring tasks took on the workers (model loads included)."""
 
     def line(self) -> str:
         return (
             f"{self.partitions:,} partition(s): {self.chained:,} started from the context chain, "
             f"{self.warm_accepted:,} exact after their warm-up, "
-            f"{self.rescored:,} re-scored from the previous partition's context"
+            f"{self.rescored:,} re-scored from the previous partition's context; "
+            f"{self.task_cpu:.2f} CPU-s in scoring tasks"
         )
 
 
@@ -473,6 +489,7 @@ class ClusterEngine:
                             self._extend_chain(later.index, later.frame)
                 exact = (result, payload["after"])
                 done.append((part.start, payload))
+                self.stats.task_cpu += payload["cpu"]
                 accepted += part.rows
                 # hand out every batch whose rows are all scored
                 while waiting and waiting[0][1] + len(waiting[0][0]) <= accepted:
@@ -565,6 +582,7 @@ def dask_client(workers: int | None = None, address: str | None = None, *, quiet
             dashboard: str | None = "127.0.0.1:0"
         except ImportError:
             dashboard = None
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
         cluster = LocalCluster(
             n_workers=int(workers or 1),
             threads_per_worker=1,
