@@ -108,6 +108,14 @@ def test_options_carry_over(tmp_path: Path, cluster: str) -> None:
     assert_same(one, many)
 
 
+def test_model_without_host_context(tmp_path: Path, cluster: str) -> None:
+    """conn-cnn-v1 keeps no context across rows: partitions are independent, still identical."""
+    v1 = str(ROOT / "models" / "conn-cnn-v1.onnx")
+    err, one, many = score_both(tmp_path, [str(LAB)], ["--cluster", cluster, "--partition-rows", "700"], "-m", v1)
+    assert_same(one, many)
+    assert engine_line(err)[3] == 0
+
+
 def test_shared_captures(tmp_path: Path, cluster: str) -> None:
     """All the labelled captures (103,751 rows, 9 files), partitions of 5,000 rows."""
     data = need_shared() / "zeek_labeled"

@@ -569,6 +569,7 @@ def dask_client(workers: int | None = None, address: str | None = None, *, quiet
     worker processes (one thread each) listening on 127.0.0.1 only, with its dashboard on 127.0.0.1 when
     bokeh is installed. The local cluster is shut down on exit."""
     try:
+        import dask
         from distributed import Client, LocalCluster
     except ImportError as e:  # pragma: no cover - the optional extra
         raise RuntimeError("--workers/--cluster need Dask: pip install 'zeek-ml[cluster]'") from e
@@ -583,6 +584,9 @@ def dask_client(workers: int | None = None, address: str | None = None, *, quiet
         except ImportError:
             dashboard = None
         warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        # Dask's statistical profiler samples each worker's stack every 10 ms (for the dashboard): with
+        # pure-Python tasks that costs CPU for nothing here. The nannies pass this to their workers.
+        dask.config.set({"distributed.worker.profile.enabled": False})
         cluster = LocalCluster(
             n_workers=int(workers or 1),
             threads_per_worker=1,
