@@ -213,3 +213,18 @@ def test_bad_cluster_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert r.returncode == 2, r.stderr
     assert "cannot reach the Dask scheduler" in r.stderr
     assert not (tmp_path / "n.log").exists()
+
+
+BAD_OPTIONS = [
+    ["--workers", "0"],
+    ["--workers", "2", "--partition-rows", "0"],
+    ["--workers", "2", "--warmup-rows", "-1"],
+]
+
+
+@pytest.mark.parametrize("bad", BAD_OPTIONS)
+def test_bad_cluster_options(tmp_path: Path, bad: list[str]) -> None:
+    r = run_cli("score", str(LAB), "-o", str(tmp_path / "n.log"), *bad)
+    assert r.returncode == 2, r.stderr
+    assert "must be >=" in r.stderr
+    assert not (tmp_path / "n.log").exists()

@@ -202,11 +202,11 @@ def _score_cmd(args: argparse.Namespace, model, threshold, options, engine) -> i
 @contextlib.contextmanager
 def _cluster_engine(args: argparse.Namespace, model, threshold, options):
     """A :class:`~zeek_ml.distributed.ClusterEngine` for ``--workers``/``--cluster``, else None."""
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers {args.workers}: must be >= 1", EXIT_INPUT)
     if not args.workers and not args.cluster:
         yield None
         return
-    if args.workers is not None and args.workers < 1:
-        raise CliError(f"--workers {args.workers}: must be >= 1", EXIT_INPUT)
     if args.partition_rows < 1:
         raise CliError(f"--partition-rows {args.partition_rows}: must be >= 1", EXIT_INPUT)
     if args.warmup_rows < 0:
