@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import json
 import os
 import re
 import subprocess
@@ -106,6 +107,25 @@ def test_options_carry_over(tmp_path: Path, cluster: str) -> None:
         "json",
     )
     assert_same(one, many)
+
+
+def test_site_profile_below_the_model_threshold(tmp_path: Path, cluster: str) -> None:
+    """A site profile whose thresholds lie below the model's: notices (and their "why") for rows the
+    model alone would not flag, so the workers must send back those rows' features too."""
+    site = tmp_path / "site.json"
+    r = run_cli("calibrate", str(LAB), "-o", str(site))
+    assert r.returncode == 0, r.stderr
+    profile = json.loads(site.read_text())
+    profile["thresholds"] = {"internal": 0.3, "outbound": 0.5}
+    site.write_text(json.dumps(profile))
+    _, one, many = score_both(
+        tmp_path, [str(LAB)], ["--cluster", cluster, "--partition-rows", "600"], "--profile", str(site)
+    )
+    assert_same(one, many)
+    fields = next(ln for ln in body(one / "notice.log") if ln.startswith("#fields")).split("\t")[1:]
+    rows = [ln.split("\t") for ln in body(one / "notice.log") if not ln.startswith("#")]
+    col, why = fields.index("zeek_ml.score"), fields.index("msg")
+    assert any(float(row[col]) < 0.9 and "why:" in row[why] for row in rows)
 
 
 def test_model_without_host_context(tmp_path: Path, cluster: str) -> None:
