@@ -43,6 +43,31 @@ def engine_line(stderr: str) -> tuple[int, int, int, int]:
     return tuple(int(g.replace(",", "")) for g in m.groups())  # type: ignore[return-value]
 
 
+def test_absorb_leaves_the_state_update_leaves(tmp_path: Path) -> None:
+    """The context chain's absorb() (no features) and HostContext.update() leave the same state, batch
+    by batch, on real logs with several captures (new epochs, clamped rows' path included); the
+    fingerprint tells a copy from a context one row further on."""
+    import pickle
+
+    from zeek_ml.distributed import absorb, context_fingerprint
+    from zeek_ml.temporal import HostContext
+    from zeek_ml.zeeklog import ReadStats, RejectLog, expand_sources, iter_batches
+
+    inputs = [str(TEST_DATA / d) for d in ("lab", "ctu", "zeek8")] + [str(SAMPLE_LOGS)]
+    batches = [b for b in iter_batches(expand_sources(inputs), rejects=RejectLog(), stats=ReadStats()) if len(b)]
+    assert len(batches) > 5
+    a, b = HostContext(), HostContext()
+    for batch in batches:
+        for start in range(0, len(batch), 777):  # cut inside batches too
+            a.update(batch.iloc[start : start + 777])
+            absorb(b, batch.iloc[start : start + 777])
+            assert context_fingerprint(a) == context_fingerprint(b)
+    copy = pickle.loads(pickle.dumps(a))
+    assert context_fingerprint(copy) == context_fingerprint(a)
+    copy.update(batches[-1].iloc[:1])
+    assert context_fingerprint(copy) != context_fingerprint(a)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """One local Dask cluster of 2 worker processes for the module (127.0.0.1 only)."""
