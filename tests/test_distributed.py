@@ -49,7 +49,7 @@ def test_absorb_leaves_the_state_update_leaves(tmp_path: Path) -> None:
     fingerprint tells a copy from a context one row further on."""
     import pickle
 
-    from zeek_ml.distributed import absorb, context_fingerprint
+    from zeek_ml.distributed import _copy, absorb, context_fingerprint
     from zeek_ml.temporal import HostContext
     from zeek_ml.zeeklog import ReadStats, RejectLog, expand_sources, iter_batches
 
@@ -62,10 +62,12 @@ def test_absorb_leaves_the_state_update_leaves(tmp_path: Path) -> None:
             a.update(batch.iloc[start : start + 777])
             absorb(b, batch.iloc[start : start + 777])
             assert context_fingerprint(a) == context_fingerprint(b)
-    copy = pickle.loads(pickle.dumps(a))
-    assert context_fingerprint(copy) == context_fingerprint(a)
-    copy.update(batches[-1].iloc[:1])
-    assert context_fingerprint(copy) != context_fingerprint(a)
+    before = context_fingerprint(a)
+    for copy in (pickle.loads(pickle.dumps(a)), _copy(a)):  # Dask's transfer, the tasks' own copy
+        assert context_fingerprint(copy) == before
+        copy.update(batches[-1].iloc[:1])
+        assert context_fingerprint(copy) != before
+        assert context_fingerprint(a) == before  # the original untouched
 
 
 @pytest.fixture(scope="module")
