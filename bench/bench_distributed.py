@@ -18,6 +18,7 @@ import argparse
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -158,6 +159,7 @@ def main() -> int:
     for name, line in engine.items():
         print(f"{name}: {line}")
     print("notice logs: identical to the single-process run in every round")
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
