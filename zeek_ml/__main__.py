@@ -4,4 +4,5 @@ import sys
 
 from zeek_ml.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # Dask's worker processes (spawn) import this module as __mp_main__
+    sys.exit(main())

@@ -21,7 +21,7 @@ from zeek_ml.api import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported: bench scr
 from zeek_ml.api import find_model
 
 OUTPUT_FORMATS = ("auto", "tsv", "json", "eve")
-"""``--format``: ``auto`` writes notices the way the input is written (see ``zeek_ml.sinks.logs.match_sensor``)."""
+"""``--format``: ``auto`` writes notices the way the input is written (see ``zeek_ml.sinks.logs.logs.match_sensor``)."""
 JSON_TS_CHOICES = ("auto", "epoch", "iso8601", "millis")
 
 EXIT_INPUT = 2
@@ -115,7 +115,7 @@ def add_notice_options(parser: argparse.ArgumentParser) -> None:
 
 
 def notice_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of :func:`zeek_ml.sinks.logs.build_notice_sink` from ``add_notice_options``'s
+    """The keyword arguments of :func:`zeek_ml.sinks.logs.logs.build_notice_sink` from ``add_notice_options``'s
     options, checked (a bad profile, net or interval is a CliError, exit 2)."""
     from zeek_ml.notices.profile import ProfileError, SiteProfile
     from zeek_ml.sources.local_nets import LocalNets
@@ -145,14 +145,19 @@ def notice_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from zeek_ml.model.conn_model import FeatureSpecMismatch
-    from zeek_ml.services.score import score_logs
-    from zeek_ml.sources.reading import MalformedLineError, SourceError
-
     model = _load(args.model)
     threshold = _threshold(model, args)
     options = notice_options(args)
     _exit_on_sigterm()
+    with _cluster_engine(args, model, threshold, options) as engine:  # issue 14: --workers / --cluster
+        return _score_cmd(args, model, threshold, options, engine)
+
+
+def _score_cmd(args: argparse.Namespace, model, threshold, options, engine) -> int:
+    from zeek_ml.model.conn_model import FeatureSpecMismatch
+    from zeek_ml.services.score import score_logs
+    from zeek_ml.sources.reading import MalformedLineError, SourceError
+
     try:
         summary = score_logs(
             args.inputs,
@@ -167,6 +172,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             fields=args.fields.split(",") if args.fields else None,
             progress=False if args.quiet else None,
             source=args.source,
+            engine=engine,
             **options,
         )
     except SourceError as e:
@@ -187,7 +193,45 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(json.dumps(summary.as_dict()), file=sys.stderr if on_stdout else sys.stdout, flush=True)
     if not args.quiet:
         _say(summary.line())
+        if engine is not None:
+            _say(engine.stats.line())
     return 0
+
+
+# --- issue 14: scoring on a Dask cluster (zeek_ml.services.distributed) ------------------------------------------
+@contextlib.contextmanager
+def _cluster_engine(args: argparse.Namespace, model, threshold, options):
+    """A :class:`~zeek_ml.services.distributed.ClusterEngine` for ``--workers``/``--cluster``, else None."""
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers {args.workers}: must be >= 1", EXIT_INPUT)
+    if not args.workers and not args.cluster:
+        yield None
+        return
+    if args.partition_rows < 1:
+        raise CliError(f"--partition-rows {args.partition_rows}: must be >= 1", EXIT_INPUT)
+    if args.warmup_rows < 0:
+        raise CliError(f"--warmup-rows {args.warmup_rows}: must be >= 0", EXIT_INPUT)
+    try:
+        from zeek_ml.services.distributed import ClusterEngine, dask_client
+    except ImportError as e:
+        raise CliError(f"--workers/--cluster need Dask: pip install 'zeek-ml[cluster]' ({e})", EXIT_INPUT) from e
+    floor = model.threshold if threshold is None else threshold
+    profile = options.get("profile")
+    if profile is not None and getattr(profile, "thresholds", None):
+        floor = min([floor, *profile.thresholds.values()])
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(dask_client(args.workers, args.cluster, quiet=args.quiet))
+        except (OSError, TimeoutError) as e:
+            raise CliError(f"--cluster {args.cluster}: cannot reach the Dask scheduler: {e}", EXIT_INPUT) from e
+        yield ClusterEngine(
+            client,
+            model,
+            threshold,
+            partition_rows=args.partition_rows,
+            warmup_rows=args.warmup_rows,
+            explain_floor=floor,
+        )
 
 
 def _exit_on_sigterm() -> None:
@@ -561,6 +605,23 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     score.add_argument("--summary-json", action="store_true", help="print the run's summary as JSON on stdout")
     add_notice_options(score)
+    # --- issue 14: a Dask cluster
+    cluster = score.add_argument_group("cluster (pip install 'zeek-ml[cluster]'; output identical to one process)")
+    where = cluster.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N", help="score on a local Dask cluster of N worker processes")
+    where.add_argument("--cluster", metavar="ADDRESS", help="score on the Dask scheduler at ADDRESS (tcp://host:8786)")
+    cluster.add_argument(
+        "--partition-rows", type=int, default=50_000, metavar="N", help="rows per task on the cluster (50,000)"
+    )
+    cluster.add_argument(
+        "--warmup-rows",
+        type=int,
+        metavar="N",
+        default=0,
+        help="0 (default): each partition starts from the exact host context before it, carried by a chain of "
+        "cheap context-only tasks; N: start from a warm-up on the N rows before it instead (speculative, checked, "
+        "re-scored when the context differs)",
+    )
     score.set_defaults(func=cmd_score)
 
     cal = sub.add_parser(

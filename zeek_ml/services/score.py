@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,9 @@ from zeek_ml.model.scorer import Scorer, Sink
 from zeek_ml.sinks.logs import EnrichedSink, build_notice_sink, file_writer, match_sensor
 from zeek_ml.sources.files import expand_sources, iter_batches, sniff_format
 from zeek_ml.sources.reading import ReadStats, RejectLog
+
+Engine = Callable[[Iterator[Any]], Iterator[tuple[Any, Any]]]
+"""``engine(batches) -> (batch, verdicts)`` pairs, in order (issue 14: :mod:`zeek_ml.services.distributed`)."""
 
 
 @dataclass
@@ -86,6 +89,7 @@ def score_logs(
     profile: Any = None,
     source: str = "auto",
     local_discovery: bool = False,
+    engine: Engine | None = None,
 ) -> ScoreSummary:
     """Score every connection of ``inputs`` and write the notices to ``notice_out``.
 
@@ -94,11 +98,13 @@ def score_logs(
     ``rejects`` (or a new :class:`RejectLog` writing ``rejects_out``) and the run goes on,
     unless ``strict``. ``aggregate``, ``suppress_for``,
     ``local_nets``, ``min_severity``, ``profile`` and ``local_discovery`` shape the notices
-    (:func:`~zeek_ml.sinks.logs.build_notice_sink`). ``source``: ``auto``, ``zeek`` or ``suricata``
+    (:func:`~zeek_ml.sinks.logs.logs.build_notice_sink`). ``source``: ``auto``, ``zeek`` or ``suricata``
     (eve.json flow events; ``local_nets`` also sets their ``local_orig``/``local_resp``).
     ``fmt="eve"`` writes the notices as Suricata eve alert events
-    (:class:`~zeek_ml.sinks.eve.EveAlertSink`; ``--all`` then writes JSON lines); ``fmt`` and
-    ``json_ts`` ``"auto"`` follow how the inputs are written (:func:`~zeek_ml.sinks.logs.match_sensor`).
+    (:class:`~zeek_ml.sinks.logs.eve.EveAlertSink`; ``--all`` then writes JSON lines); ``fmt`` and
+    ``json_ts`` ``"auto"`` follow how the inputs are written (:func:`~zeek_ml.sinks.logs.logs.match_sensor`).
+    ``engine`` (issue 14) computes the verdicts of the batches read, in order, elsewhere (a Dask
+    cluster: :class:`~zeek_ml.services.distributed.ClusterEngine`); by default one :class:`Scorer` here.
 
     Outputs are written safely (:mod:`zeek_ml.formats.safeio`): an output that is also an input is refused,
     each file is written under a temporary name and renamed into place only when the whole run
@@ -128,6 +134,7 @@ def score_logs(
             fields=fields,
             progress=progress,
             source=source,
+            engine=engine,
             notice_options={
                 "aggregate": aggregate,
                 "suppress_for": suppress_for,
@@ -168,6 +175,7 @@ def _score(
     progress: bool | None,
     source: str,
     notice_options: dict[str, Any],
+    engine: Engine | None = None,
 ) -> ScoreSummary:
     """The scoring loop of :func:`score_logs`, writing to outputs it already opened."""
     stats = ReadStats()
@@ -185,18 +193,22 @@ def _score(
         sinks.append(EnrichedSink(file_writer(all_file, fmt, json_ts)))
     bar = _progress(progress)
     try:
-        for batch in iter_batches(
-            files,
-            strict=strict,
-            rejects=rejects,
-            stats=stats,
-            fields=fields,
-            source=source,
-            local_nets=notice_options["local_nets"],
-        ):
-            if not len(batch):
-                continue
-            verdicts = scorer(batch)
+        batches = (
+            batch
+            for batch in iter_batches(
+                files,
+                strict=strict,
+                rejects=rejects,
+                stats=stats,
+                fields=fields,
+                source=source,
+                local_nets=notice_options["local_nets"],
+            )
+            if len(batch)
+        )
+        # --- issue 14: the verdicts come from the engine (a Dask cluster) when one is given
+        scored = engine(batches) if engine is not None else ((batch, scorer(batch)) for batch in batches)
+        for batch, verdicts in scored:
             summary.scored += len(batch)
             for sink in sinks:
                 sink.write(verdicts)

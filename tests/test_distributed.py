@@ -1,0 +1,278 @@
+"""Issue 14: ``zeek-ml score --workers N`` / ``--cluster ADDRESS`` on a real Dask cluster (no mocks).
+
+Every test compares the notice log (and ``--all``) of a cluster run with the single-process run of the
+same inputs, byte for byte but for the ``#open``/``#close`` lines (wall-clock times). Partitions are
+cut small on purpose, so that cuts fall inside files, inside incidents and inside hosts' histories;
+the engine's summary line shows both ways a partition is made exact (accepted after its warm-up, or
+re-scored from the previous partition's context) where the data gives both.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLE_LOGS, TEST_DATA, need_shared, run_cli
+
+distributed = pytest.importorskip("distributed", reason="the cluster extra (dask[distributed]) is not installed")
+
+LAB = TEST_DATA / "lab" / "lab-namespaces-2026.part1.head4000.conn.log.labeled.gz"
+
+
+def body(path: Path) -> list[str]:
+    """A log's lines but its #open/#close (the wall-clock times of the run)."""
+    return [ln for ln in path.read_text().splitlines() if not ln.startswith(("#open", "#close"))]
+
+
+def engine_line(stderr: str) -> tuple[int, int, int, int]:
+    """(partitions, from the context chain, accepted after a warm-up, re-scored) from the engine's summary."""
+    m = re.search(
+        r"([\d,]+) partition\(s\): ([\d,]+) started from the context chain, ([\d,]+) exact after their warm-up, "
+        r"([\d,]+) re-scored",
+        stderr,
+    )
+    assert m, stderr
+    return tuple(int(g.replace(",", "")) for g in m.groups())  # type: ignore[return-value]
+
+
+def test_absorb_leaves_the_state_update_leaves(tmp_path: Path) -> None:
+    """The context chain's absorb() (no features) and HostContext.update() leave the same state, batch
+    by batch, on real logs with several captures (new epochs, clamped rows' path included); the
+    fingerprint tells a copy from a context one row further on."""
+    import pickle
+
+    from zeek_ml.features.context import HostContext
+    from zeek_ml.services.distributed import _copy, absorb, context_fingerprint
+    from zeek_ml.sources.files import expand_sources, iter_batches
+    from zeek_ml.sources.reading import ReadStats, RejectLog
+
+    inputs = [str(TEST_DATA / d) for d in ("lab", "ctu", "zeek8")] + [str(SAMPLE_LOGS)]
+    batches = [b for b in iter_batches(expand_sources(inputs), rejects=RejectLog(), stats=ReadStats()) if len(b)]
+    assert len(batches) > 5
+    a, b = HostContext(), HostContext()
+    for batch in batches:
+        for start in range(0, len(batch), 777):  # cut inside batches too
+            a.update(batch.iloc[start : start + 777])
+            absorb(b, batch.iloc[start : start + 777])
+            assert context_fingerprint(a) == context_fingerprint(b)
+    before = context_fingerprint(a)
+    for copy in (pickle.loads(pickle.dumps(a)), _copy(a)):  # Dask's transfer, the tasks' own copy
+        assert context_fingerprint(copy) == before
+        copy.update(batches[-1].iloc[:1])
+        assert context_fingerprint(copy) != before
+        assert context_fingerprint(a) == before  # the original untouched
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Dask cluster of 2 worker processes for the module (127.0.0.1 only)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as c:
+        yield c.scheduler_address
+
+
+def score_both(tmp_path: Path, inputs: list[str], cluster_args: list[str], *extra: str) -> tuple[str, Path, Path]:
+    """Run single-process and cluster scoring of ``inputs``; return the cluster run's stderr and both outputs."""
+    one, many = tmp_path / "one", tmp_path / "many"
+    one.mkdir(exist_ok=True)
+    many.mkdir(exist_ok=True)
+    a = run_cli("score", *inputs, "-o", str(one / "notice.log"), "--all", str(one / "all.log"), *extra)
+    assert a.returncode == 0, a.stderr
+    b = run_cli("score", *inputs, "-o", str(many / "notice.log"), "--all", str(many / "all.log"), *extra, *cluster_args)
+    assert b.returncode == 0, b.stderr
+    return b.stderr, one, many
+
+
+def assert_same(one: Path, many: Path) -> None:
+    for name in ("notice.log", "all.log"):
+        x, y = body(one / name), body(many / name)
+        assert len(x) == len(y), name
+        assert x == y, name
+
+
+def test_sample_logs_local_workers(tmp_path: Path) -> None:
+    """--workers 2: the CLI's own local cluster; every sample log, 700-row partitions."""
+    err, one, many = score_both(tmp_path, [str(SAMPLE_LOGS)], ["--workers", "2", "--partition-rows", "700"])
+    assert_same(one, many)
+    parts, chained, warm, rescored = engine_line(err)
+    assert parts > 3 and chained == parts - 1 and warm == rescored == 0
+    assert "local cluster of 2 worker process(es)" in err
+    assert len(body(one / "notice.log")) > 10
+
+
+def test_test_data_on_existing_cluster(tmp_path: Path, cluster: str) -> None:
+    """--cluster ADDRESS, on the real logs of tests/data (TSV, JSON, eve, gzip), cut every 500 rows, the
+    speculative way (--warmup-rows): some partitions pass the check, others are re-scored."""
+    inputs = [str(TEST_DATA / d) for d in ("lab", "ctu", "zeek8")] + [str(TEST_DATA / "iot23-quirk.conn.log.labeled")]
+    err, one, many = score_both(
+        tmp_path, inputs, ["--cluster", cluster, "--partition-rows", "500", "--warmup-rows", "300"]
+    )
+    assert_same(one, many)
+    parts, chained, warm, rescored = engine_line(err)
+    assert parts == 1 + warm + rescored and chained == 0
+    assert warm > 0 and rescored > 0, "both ways of making a partition exact must be exercised"
+
+
+def test_options_carry_over(tmp_path: Path, cluster: str) -> None:
+    """--no-aggregate, a lower threshold (many flagged rows explained) and JSON out: still identical."""
+    _, one, many = score_both(
+        tmp_path,
+        [str(LAB)],
+        ["--cluster", cluster, "--partition-rows", "333"],
+        "--no-aggregate",
+        "--threshold",
+        "0.5",
+        "--format",
+        "json",
+    )
+    assert_same(one, many)
+
+
+def test_site_profile_below_the_model_threshold(tmp_path: Path, cluster: str) -> None:
+    """A site profile whose thresholds lie below the model's: notices (and their "why") for rows the
+    model alone would not flag, so the workers must send back those rows' features too."""
+    site = tmp_path / "site.json"
+    r = run_cli("calibrate", str(LAB), "-o", str(site))
+    assert r.returncode == 0, r.stderr
+    profile = json.loads(site.read_text())
+    profile["thresholds"] = {"internal": 0.3, "outbound": 0.5}
+    site.write_text(json.dumps(profile))
+    _, one, many = score_both(
+        tmp_path, [str(LAB)], ["--cluster", cluster, "--partition-rows", "600"], "--profile", str(site)
+    )
+    assert_same(one, many)
+    fields = next(ln for ln in body(one / "notice.log") if ln.startswith("#fields")).split("\t")[1:]
+    rows = [ln.split("\t") for ln in body(one / "notice.log") if not ln.startswith("#")]
+    col, why = fields.index("zeek_ml.score"), fields.index("msg")
+    assert any(float(row[col]) < 0.9 and "why:" in row[why] for row in rows)
+
+
+def test_model_without_host_context(tmp_path: Path, cluster: str) -> None:
+    """conn-cnn-v1 keeps no context across rows: partitions are independent, still identical."""
+    v1 = str(ROOT / "models" / "conn-cnn-v1.onnx")
+    err, one, many = score_both(tmp_path, [str(LAB)], ["--cluster", cluster, "--partition-rows", "700"], "-m", v1)
+    assert_same(one, many)
+    assert engine_line(err)[3] == 0
+
+
+def test_shared_captures(tmp_path: Path, cluster: str) -> None:
+    """All the labelled captures (103,751 rows, 9 files), partitions of 5,000 rows."""
+    data = need_shared() / "zeek_labeled"
+    need_shared(data)
+    err, one, many = score_both(tmp_path, [str(data)], ["--cluster", cluster, "--partition-rows", "5000"])
+    assert_same(one, many)
+    assert engine_line(err)[0] >= 20
+
+
+def _archive_tree(root: Path, cuts: list[int]) -> list[float]:
+    """The lab capture cut at ``cuts`` (row numbers) into hourly-named gzip files of a Zeek archive
+    (two day folders); returns the ts of the first row after each cut."""
+    with gzip.open(LAB, "rt") as f:
+        lines = f.read().splitlines()
+    header = [ln for ln in lines if ln.startswith("#") and not ln.startswith(("#open", "#close"))]
+    rows = [ln for ln in lines if not ln.startswith("#")]
+    edges = [0, *cuts, len(rows)]
+    at = []
+    for i, (a, b) in enumerate(itertools.pairwise(edges)):
+        day = root / ("2026-11-29" if i < len(edges) // 2 else "2026-11-30")
+        day.mkdir(exist_ok=True)
+        hour = f"{i:02d}:00:00-{i + 1:02d}:00:00" if i < 23 else f"23:{i - 23:02d}:00-23:{i - 22:02d}:00"
+        opened = f"#open\t{day.name}-{i:02d}-00-00"
+        with gzip.open(day / f"conn.{hour}.log.gz", "wt") as f:
+            f.write("\n".join([*header[:5], opened, *header[5:], *rows[a:b], f"#close\t{day.name}-{i + 1:02d}-00-00"]))
+            f.write("\n")
+        if a:
+            at.append(float(rows[a].split("\t")[0]))
+    return at
+
+
+def test_archive_tree_cut_mid_incident(tmp_path: Path, cluster: str) -> None:
+    """A many-file archive tree from one real log, files cut at awkward places (inside incidents, inside
+    a scanning host's history), scored with partitions that do not line up with the files."""
+    tree = tmp_path / "archive"
+    tree.mkdir()
+    cuts = [1, 333, 334, 1000, 1517, 1800, 2222, 2600, 2601, 3001, 3500, 3999]
+    cut_ts = _archive_tree(tree, cuts)
+    assert len(list(tree.rglob("*.log.gz"))) == len(cuts) + 1
+    days = [str(d) for d in sorted(tree.iterdir())]  # score takes the day folders (it does not recurse)
+    _, one, many = score_both(tmp_path, days, ["--cluster", cluster, "--partition-rows", "450"])
+    assert_same(one, many)
+    # the cuts really do fall inside incidents: a notice's [first_ts, last_ts] spans a cut
+    rows = [ln.split("\t") for ln in body(one / "notice.log") if not ln.startswith("#")]
+    fields = next(ln for ln in body(one / "notice.log") if ln.startswith("#fields")).split("\t")[1:]
+    first, last = fields.index("zeek_ml.first_ts"), fields.index("zeek_ml.last_ts")
+    spans = [(float(r[first]), float(r[last])) for r in rows]
+    assert any(a < t <= b for t in cut_ts for a, b in spans), "no incident straddles a file boundary"
+
+
+def test_worker_killed_mid_job(tmp_path: Path) -> None:
+    """A worker is SIGKILLed as it starts partition 3 (the ZEEK_ML_DASK_KILL_ONCE hook, once): Dask
+    reschedules its tasks (their input rows are tasks too, so nothing is lost) and the output is the same."""
+    out = tmp_path / "one.log"
+    a = run_cli("score", str(LAB), "-o", str(out))
+    assert a.returncode == 0, a.stderr
+    marker = tmp_path / "killed"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["ZEEK_ML_DASK_KILL_ONCE"] = f"{marker}:3"
+    got = tmp_path / "many.log"
+    b = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zeek_ml",
+            "score",
+            str(LAB),
+            "-o",
+            str(got),
+            "--workers",
+            "2",
+            "--partition-rows",
+            "400",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert b.returncode == 0, b.stderr
+    assert marker.exists(), "no worker was killed"
+    killed = int(marker.read_text())
+    assert killed != b.returncode and killed > 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)  # that worker process is gone
+    assert body(out) == body(got)
+
+
+def test_bad_cluster_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No scheduler there: one line, exit 2, no output (after Dask's connect timeout, 2 s here)."""
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "2s")
+    r = run_cli("score", str(LAB), "-o", str(tmp_path / "n.log"), "--cluster", "tcp://127.0.0.1:1", timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "cannot reach the Dask scheduler" in r.stderr
+    assert not (tmp_path / "n.log").exists()
+
+
+BAD_OPTIONS = [
+    ["--workers", "0"],
+    ["--workers", "2", "--partition-rows", "0"],
+    ["--workers", "2", "--warmup-rows", "-1"],
+]
+
+
+@pytest.mark.parametrize("bad", BAD_OPTIONS)
+def test_bad_cluster_options(tmp_path: Path, bad: list[str]) -> None:
+    r = run_cli("score", str(LAB), "-o", str(tmp_path / "n.log"), *bad)
+    assert r.returncode == 2, r.stderr
+    assert "must be >=" in r.stderr
+    assert not (tmp_path / "n.log").exists()
