@@ -26,6 +26,7 @@ A table is a tuple ``(si, sf, ri, rf, st, meta, free, wts, wnext, slot_of)``:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -62,7 +63,9 @@ if os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0"):
 
         JIT = True
     except ImportError:  # pragma: no cover - numba is a dependency
-        pass
+        logging.getLogger("zeek_ml.time").warning(
+            "zeek-ml: numba is not installed: the per-host context runs as plain Python, about 60 times slower"
+        )
 
 
 @_jit
@@ -302,7 +305,7 @@ def rows(otab, rtab, params, clock, ts, oid, rid, port, failed, ob, rb, start, f
                 out[i, 8] = (0.0 if v < 0.0 else v) / fn
                 out[i, 9] = abs(t - orf[so, (h + nn - 1) % k, 0])
                 cv = 0.0
-                if nn >= 3:  # as temporal._iat_cv: the gaps summed left to right, then the squared deviations
+                if nn >= 3:  # as _iat_cv did (tests/temporal_current.py): gaps summed left to right, then squares
                     cnt = float(nn - 1)
                     tot = 0.0
                     for j in range(nn - 1):

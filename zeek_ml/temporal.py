@@ -23,6 +23,13 @@ Memory is bounded: at most ``max_hosts`` hosts (least recently seen evicted firs
 host not seen for ``ttl_s`` seconds of log time (the largest ``ts`` seen) expires.
 No IP address leaves this module as a feature: only counts, shares and times.
 
+Implementation: the hosts live in flat numpy arrays (slots; addresses interned as small integers) and a
+batch whose ``ts`` are all sane is taken in by one compiled loop (:mod:`zeek_ml._hostkernel`, numba)
+that does, row for row, the operations of the Python loop it replaced (kept as
+``tests/temporal_current.py``; a property test proves the two bit-identical, checkpoints included): the
+same running sums in the same order, the same LRU and expiry. A batch with a ``ts`` the clock has to
+decide on goes through the same loop one row at a time.
+
 Log time is kept sane by :class:`StreamClock` (shared with the incident clock of
 :mod:`zeek_ml.aggregate`, so both make the same decision for every row): a ``ts`` more than a
 day away from the stream's clock, ahead or behind, is *clamped* (the row is scored as if it
@@ -43,7 +50,6 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -276,41 +282,6 @@ class StreamClock:
         self.epochs = int(state.get("epochs", 0))
         self.label = str(state.get("label") or "")
         self.ahead = bool(state.get("ahead", False))
-
-
-def _iat_cv(snaps: list[tuple[float, ...]], k: int) -> np.ndarray:
-    """Coefficient of variation of the gaps between sorted starts, one value per snapshot (each of 3 to
-    ``k`` sorted starts), vectorised across snapshots. Bit-identical to the per-row Python it replaces
-    (``sum`` of the gaps, left to right, then of the squared deviations): the sums run column by column,
-    left to right, and a padded gap adds an exact 0.0."""
-    m = len(snaps)
-    lens = np.fromiter(map(len, snaps), dtype=np.int64, count=m)
-    flat = np.fromiter(chain.from_iterable(snaps), dtype=np.float64, count=int(lens.sum()))
-    full = bool((lens == k).all())  # the usual case: every originator has k starts
-    if full:
-        mat = flat.reshape(m, k)
-    else:
-        mat = np.zeros((m, k), dtype=np.float64)
-        mat[np.arange(k) < lens[:, None]] = flat  # row-major: each snapshot's starts, then padding
-    cols = np.ascontiguousarray(mat.T)  # [k, m]: one start position per row, each contiguous
-    gaps = cols[1:] - cols[:-1]
-    valid = None if full else np.arange(k - 1)[:, None] < (lens - 1)[None, :]
-    if valid is not None:
-        gaps = np.where(valid, gaps, 0.0)
-    count = (lens - 1).astype(np.float64)
-    total = np.zeros(m)
-    for g in gaps:
-        total += g
-    mu = total / count
-    dev = gaps - mu
-    dev *= dev
-    if valid is not None:
-        dev = np.where(valid, dev, 0.0)
-    total = np.zeros(m)
-    for d in dev:
-        total += d
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(mu > 0, np.sqrt(total / count) / mu, 0.0)
 
 
 def _col(frame: pd.DataFrame, name: str, default: Any) -> list:
