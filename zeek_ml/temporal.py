@@ -50,12 +50,27 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from zeek_ml import _hostkernel as _K
+if TYPE_CHECKING:
+    from zeek_ml import _hostkernel as _K
+else:
+
+    class _LazyKernel:
+        """``zeek_ml._hostkernel``, imported on first use: importing numba takes a few tenths of a second
+        that a command without a host context (the v1 model, the incident clock, ``--help``) need not pay."""
+
+        def __getattr__(self, name: str) -> Any:
+            global _K
+            from zeek_ml import _hostkernel
+
+            _K = _hostkernel
+            return getattr(_hostkernel, name)
+
+    _K = _LazyKernel()
 
 __all__ = ["FAILED_STATES", "TEMPORAL_FEATURES", "HostContext", "StreamClock", "ts_seconds"]
 
@@ -346,7 +361,7 @@ class _HostView(NamedTuple):
 
 _COLUMNS = pd.Index(TEMPORAL_NAMES)
 _NO_SEQ = np.zeros((1, len(SEQ_FIELDS), 0), dtype=np.float32)
-_NO_OUT = np.zeros((1, _K.NFEAT), dtype=np.float64)
+_NO_OUT = np.zeros((1, len(TEMPORAL_FEATURES)), dtype=np.float64)
 
 
 class HostContext:
@@ -473,7 +488,7 @@ class HostContext:
         rb = np.maximum(_num_col(frame, "resp_bytes"), 0.0)
         sk = self.seq_k
         seq = np.zeros((n, len(SEQ_FIELDS), sk), dtype=np.float32) if sk else None
-        out = np.zeros((n, _K.NFEAT), dtype=np.float64)
+        out = np.zeros((n, len(TEMPORAL_FEATURES)), dtype=np.float64)
         if self.time.sane(ts):
             oid = self._key_ids(frame, "id.orig_h", "?")
             rid = self._key_ids(frame, "id.resp_h", "?")
