@@ -23,8 +23,15 @@ Memory is bounded: at most ``max_hosts`` hosts (least recently seen evicted firs
 host not seen for ``ttl_s`` seconds of log time (the largest ``ts`` seen) expires.
 No IP address leaves this module as a feature: only counts, shares and times.
 
+Implementation: the hosts live in flat numpy arrays (slots; addresses interned as small integers) and a
+batch whose ``ts`` are all sane is taken in by one compiled loop (:mod:`zeek_ml.features.hostkernel`, numba)
+that does, row for row, the operations of the Python loop it replaced (kept as
+``tests/temporal_current.py``; a property test proves the two bit-identical, checkpoints included): the
+same running sums in the same order, the same LRU and expiry. A batch with a ``ts`` the clock has to
+decide on goes through the same loop one row at a time.
+
 Log time is kept sane by :class:`StreamClock` (shared with the incident clock of
-:mod:`zeek_ml.notices.incidents`, so both make the same decision for every row): a ``ts`` more than a
+:mod:`zeek_ml.notices.notices.incidents`, so both make the same decision for every row): a ``ts`` more than a
 day away from the stream's clock, ahead or behind, is *clamped* (the row is scored as if it
 started at the clock's time, and counted), so one bad timestamp can neither expire every host
 nor stop expiry for the rest of the stream. Only when ``confirm`` consecutive rows agree on the
@@ -40,15 +47,30 @@ import gc
 import logging
 import math
 import time
-from bisect import bisect_left, insort
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import chain
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from zeek_ml.features import hostkernel as _K
+else:
+
+    class _LazyKernel:
+        """``zeek_ml.features.hostkernel``, imported on first use: importing numba takes a few tenths of a second
+        that a command without a host context (the v1 model, the incident clock, ``--help``) need not pay."""
+
+        def __getattr__(self, name: str) -> Any:
+            global _K
+            from zeek_ml.features import hostkernel as _hostkernel
+
+            _K = _hostkernel
+            return getattr(_hostkernel, name)
+
+    _K = _LazyKernel()
 
 __all__ = ["FAILED_STATES", "TEMPORAL_FEATURES", "HostContext", "StreamClock", "ts_seconds"]
 
@@ -277,127 +299,6 @@ class StreamClock:
         self.ahead = bool(state.get("ahead", False))
 
 
-class _Host:
-    """One host's recent connections and running counters over them.
-
-    The hot path of the context: plain dicts as counters and, for an originator, the starts of its
-    recent connections kept sorted (``times``, for the inter-arrival regularity) so that no row
-    re-sorts them. Every sum is taken in the same order as before, so the features are bit-identical.
-    """
-
-    __slots__ = ("failed", "last_seen", "peers", "ports", "recent", "sum_ob", "sum_rb", "times", "window")
-
-    def __init__(self, sorted_times: bool = False) -> None:
-        self.recent: deque[tuple[float, str, int, bool, float, float]] = deque()
-        self.window: deque[float] = deque()
-        self.peers: dict[str, int] = {}
-        self.ports: dict[int, int] = {}
-        self.failed = 0
-        self.sum_ob = 0.0
-        self.sum_rb = 0.0
-        self.last_seen = -math.inf
-        self.times: list[float] | None = [] if sorted_times else None
-        """The starts in ``recent``, sorted (originators only: None for a responder)."""
-
-    def add(self, rec: tuple[float, str, int, bool, float, float], k: int) -> None:
-        """Remember one connection (the oldest of ``k`` is forgotten)."""
-        t, peer, port, failed, ob, rb = rec
-        recent, peers, ports, times = self.recent, self.peers, self.ports, self.times
-        if len(recent) == k:
-            ot, opeer, oport, ofailed, oob, orb = recent.popleft()
-            c = peers[opeer] - 1
-            if c > 0:
-                peers[opeer] = c
-            else:
-                del peers[opeer]
-            c = ports[oport] - 1
-            if c > 0:
-                ports[oport] = c
-            else:
-                del ports[oport]
-            if ofailed:
-                self.failed -= 1
-            self.sum_ob -= oob
-            self.sum_rb -= orb
-            if times is not None:
-                del times[bisect_left(times, ot)]
-        recent.append(rec)
-        peers[peer] = peers.get(peer, 0) + 1
-        ports[port] = ports.get(port, 0) + 1
-        if failed:
-            self.failed += 1
-        self.sum_ob += ob
-        self.sum_rb += rb
-        if times is not None:
-            insort(times, t)
-        self.window.append(t)
-
-    def copy(self) -> _Host:
-        h = _Host()
-        h.recent, h.window = deque(self.recent), deque(self.window)
-        h.peers, h.ports = dict(self.peers), dict(self.ports)
-        h.failed, h.sum_ob, h.sum_rb, h.last_seen = self.failed, self.sum_ob, self.sum_rb, self.last_seen
-        h.times = None if self.times is None else list(self.times)
-        return h
-
-    def to_list(self) -> list:
-        """``[recent, window, last_seen]``, shortened where they follow from ``recent``: the window (the
-        latest starts, a suffix of the same sequence) as its length when it is no longer than ``recent``,
-        ``last_seen`` left out when it is the latest start in ``recent``."""
-        recent = list(self.recent)  # tuples: JSON arrays
-        window: int | list[float] = len(self.window) if len(self.window) <= len(recent) else list(self.window)
-        if recent and (self.last_seen == recent[-1][0] or self.last_seen == max(r[0] for r in recent)):
-            return [recent, window]
-        return [recent, window, self.last_seen]
-
-    @classmethod
-    def from_list(cls, data: list, k: int, sorted_times: bool = False) -> _Host:
-        h = cls(sorted_times)
-        for r in data[0]:
-            h.add((float(r[0]), str(r[1]), int(r[2]), bool(r[3]), float(r[4]), float(r[5])), k)
-        if isinstance(data[1], int):
-            h.window = deque(r[0] for r in list(h.recent)[len(h.recent) - data[1] :])
-        else:
-            h.window = deque(float(t) for t in data[1])
-        h.last_seen = float(data[2]) if len(data) > 2 else max(r[0] for r in h.recent)
-        return h
-
-
-def _iat_cv(snaps: list[tuple[float, ...]], k: int) -> np.ndarray:
-    """Coefficient of variation of the gaps between sorted starts, one value per snapshot (each of 3 to
-    ``k`` sorted starts), vectorised across snapshots. Bit-identical to the per-row Python it replaces
-    (``sum`` of the gaps, left to right, then of the squared deviations): the sums run column by column,
-    left to right, and a padded gap adds an exact 0.0."""
-    m = len(snaps)
-    lens = np.fromiter(map(len, snaps), dtype=np.int64, count=m)
-    flat = np.fromiter(chain.from_iterable(snaps), dtype=np.float64, count=int(lens.sum()))
-    full = bool((lens == k).all())  # the usual case: every originator has k starts
-    if full:
-        mat = flat.reshape(m, k)
-    else:
-        mat = np.zeros((m, k), dtype=np.float64)
-        mat[np.arange(k) < lens[:, None]] = flat  # row-major: each snapshot's starts, then padding
-    cols = np.ascontiguousarray(mat.T)  # [k, m]: one start position per row, each contiguous
-    gaps = cols[1:] - cols[:-1]
-    valid = None if full else np.arange(k - 1)[:, None] < (lens - 1)[None, :]
-    if valid is not None:
-        gaps = np.where(valid, gaps, 0.0)
-    count = (lens - 1).astype(np.float64)
-    total = np.zeros(m)
-    for g in gaps:
-        total += g
-    mu = total / count
-    dev = gaps - mu
-    dev *= dev
-    if valid is not None:
-        dev = np.where(valid, dev, 0.0)
-    total = np.zeros(m)
-    for d in dev:
-        total += d
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(mu > 0, np.sqrt(total / count) / mu, 0.0)
-
-
 def _col(frame: pd.DataFrame, name: str, default: Any) -> list:
     if name not in frame.columns:
         return [default] * len(frame)
@@ -425,11 +326,56 @@ def _row_payload(data: list) -> tuple:
     return (float(data[0]), str(data[1]), str(data[2]), int(data[3]), bool(data[4]), float(data[5]), float(data[6]))
 
 
+class _Intern:
+    """Address strings as small integers (a host's key, a connection's peer), shared by both tables."""
+
+    __slots__ = ("ids", "strs")
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.strs: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.strs)
+
+    def id(self, s: str) -> int:
+        i = self.ids.get(s)
+        if i is None:
+            i = self.ids[s] = len(self.strs)
+            self.strs.append(s)
+        return i
+
+    def many(self, strs: list[str]) -> np.ndarray:
+        get, new = self.ids.get, self.id
+        return np.fromiter((i if (i := get(s)) is not None else new(s) for s in strs), dtype=np.int64, count=len(strs))
+
+
+class _HostView(NamedTuple):
+    """One host as the Python implementation kept it (for inspection and tests): its last ``k``
+    connections ``(ts, peer, port, failed, orig_bytes, resp_bytes)``, its time window, last seen."""
+
+    recent: list[tuple[float, str, int, bool, float, float]]
+    window: list[float]
+    last_seen: float
+
+
+_COLUMNS = pd.Index(TEMPORAL_NAMES)
+_NO_SEQ = np.zeros((1, len(SEQ_FIELDS), 0), dtype=np.float32)
+_NO_OUT = np.zeros((1, len(TEMPORAL_FEATURES)), dtype=np.float64)
+
+
 class HostContext:
-    """Streaming per-host context (see the module docstring). JSON-able state."""
+    """Streaming per-host context (see the module docstring). JSON-able state.
+
+    The hosts live in flat arrays (see :mod:`zeek_ml.features.hostkernel`) and a batch of sane rows is one
+    call of a compiled loop; a row whose ``ts`` the stream clock has to decide on goes through the same
+    loop one row at a time."""
 
     VERSION = 2
     """2 adds the stream clock (clamped rows, epochs); a version 1 state still restores."""
+
+    ID_FLOOR = 1 << 16
+    """Interned addresses kept before the unused ones are forgotten (see ``_maybe_compact_ids``)."""
 
     def __init__(
         self, k: int = 32, window_s: float = 60.0, ttl_s: float = 3600.0, max_hosts: int = 100_000, seq_k: int = 0
@@ -442,12 +388,28 @@ class HostContext:
         self.window_s = float(window_s)
         self.ttl_s = float(ttl_s)
         self.max_hosts = int(max_hosts)
-        self.orig: OrderedDict[str, _Host] = OrderedDict()
-        self.resp: OrderedDict[str, _Host] = OrderedDict()
-        self.clock = -math.inf
+        self._params = np.array([self.k, self.window_s, self.ttl_s, self.max_hosts], dtype=np.float64)
+        self._clock = np.array([-math.inf])
+        self._clear()
         self.time = StreamClock()
         """Decides each row's time (clamped outliers, new epochs); its ``clock`` equals ``self.clock``."""
         self.rows = 0
+
+    def _clear(self, intern: _Intern | None = None) -> None:
+        self._intern = intern if intern is not None else _Intern()
+        ids = max(64, len(self._intern))
+        self._o = _K.empty_table(16, self.k, ids, 64, sorted_times=True)
+        self._r = _K.empty_table(16, self.k, ids, 64, sorted_times=False)
+        self._live_ids = 0
+
+    @property
+    def clock(self) -> float:
+        """The largest ``ts`` taken in (-inf before any)."""
+        return float(self._clock[0])
+
+    @clock.setter
+    def clock(self, value: float) -> None:
+        self._clock[0] = value
 
     @property
     def params(self) -> dict[str, float | int]:
@@ -455,19 +417,63 @@ class HostContext:
         return {"k": self.k, "window_s": self.window_s, "ttl_s": self.ttl_s, "max_hosts": self.max_hosts}
 
     def __len__(self) -> int:
-        return len(self.orig) + len(self.resp)
+        return int(self._o[5][_K.COUNT] + self._r[5][_K.COUNT])
+
+    @property
+    def orig(self) -> OrderedDict[str, _HostView]:
+        """The originators in memory, least recently seen first (a copy, for inspection)."""
+        return self._views(self._o)
+
+    @property
+    def resp(self) -> OrderedDict[str, _HostView]:
+        """The responders in memory, least recently seen first (a copy, for inspection)."""
+        return self._views(self._r)
 
     # ------------------------------------------------------------------ core
 
-    def _expire(self) -> None:
-        limit = self.clock - self.ttl_s
-        for table in (self.orig, self.resp):
-            # least recently touched first; stop at the first host still alive
-            while table:
-                key = next(iter(table))
-                if table[key].last_seen >= limit:
-                    break
-                del table[key]
+    def _run(self, ts: np.ndarray, oid: np.ndarray, rid: np.ndarray, port: np.ndarray, failed: np.ndarray,
+             ob: np.ndarray, rb: np.ndarray, out: np.ndarray | None, seq: np.ndarray | None) -> None:  # fmt: skip
+        """Take the rows in (features into ``out``, ``seq`` when given), growing the tables as needed."""
+        self._ensure_ids()
+        feats = out is not None
+        if out is None:
+            out = _NO_OUT
+        if seq is None:
+            seq = _NO_SEQ
+        i, n = 0, len(ts)
+        while True:
+            i = _K.rows(self._o, self._r, self._params, self._clock, ts, oid, rid, port, failed, ob, rb, i, feats,
+                        out, seq)  # fmt: skip
+            if i >= n:
+                return
+            self._o = _K.room(self._o)
+            self._r = _K.room(self._r)
+
+    def _ensure_ids(self) -> None:
+        n = len(self._intern)
+        if len(self._o[9]) < n:
+            self._o = _K.more_ids(self._o, n)
+            self._r = _K.more_ids(self._r, n)
+
+    def _key_ids(self, frame: pd.DataFrame, name: str, default: str) -> np.ndarray:
+        """Column ``name`` as interned ids of ``str(value)`` (``default`` where unset), as ``_col`` reads it."""
+        if name not in frame.columns:
+            return np.full(len(frame), self._intern.id(default), dtype=np.int64)
+        codes, uniq = pd.factorize(frame[name], use_na_sentinel=True)
+        if pd.api.types.infer_dtype(uniq, skipna=False) not in ("string", "empty"):
+            # not plain strings (1 and 1.0 are one value to factorize, two strings to str): the slow way
+            codes, uniq = pd.factorize(np.array(list(map(str, _col(frame, name, default))), dtype=object))
+        ids = self._intern.many([*map(str, uniq.tolist()), default])
+        return ids[codes]
+
+    def _failed(self, frame: pd.DataFrame) -> np.ndarray:
+        if "conn_state" not in frame.columns:
+            return np.zeros(len(frame), dtype=np.int64)
+        codes, uniq = pd.factorize(frame["conn_state"], use_na_sentinel=True)
+        if pd.api.types.infer_dtype(uniq, skipna=False) not in ("string", "empty"):
+            states = map(str, _col(frame, "conn_state", "-"))
+            return np.fromiter(map(FAILED_STATES.__contains__, states), dtype=np.int64, count=len(frame))
+        return np.array([str(u) in FAILED_STATES for u in uniq] + [False], dtype=np.int64)[codes]
 
     def update(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Temporal features for ``frame`` (rows in log order), then remember the rows."""
@@ -475,29 +481,27 @@ class HostContext:
         if n == 0:
             out = np.zeros((0, len(TEMPORAL_FEATURES)), dtype=np.float32)
             return pd.DataFrame(out, columns=list(TEMPORAL_NAMES), index=frame.index)
+        self._maybe_compact_ids()
         ts = ts_seconds(frame)
-        # every column as a Python list once per batch: the per-row loop touches no numpy scalar
-        tl = ts.tolist()
-        oh = list(map(str, _col(frame, "id.orig_h", "?")))
-        rh = list(map(str, _col(frame, "id.resp_h", "?")))
-        rp = _num_col(frame, "id.resp_p").astype(np.int64).tolist()
-        failed = list(map(FAILED_STATES.__contains__, map(str, _col(frame, "conn_state", "-"))))
-        ob = np.maximum(_num_col(frame, "orig_bytes"), 0.0).tolist()
-        rb = np.maximum(_num_col(frame, "resp_bytes"), 0.0).tolist()
+        rp = _num_col(frame, "id.resp_p").astype(np.int64)
+        ob = np.maximum(_num_col(frame, "orig_bytes"), 0.0)
+        rb = np.maximum(_num_col(frame, "resp_bytes"), 0.0)
         sk = self.seq_k
         seq = np.zeros((n, len(SEQ_FIELDS), sk), dtype=np.float32) if sk else None
-        rows: list[list[float]] = []
-        feats = rows.append
-        row_ = self._row
-        # rows whose originator has 3+ starts, and those starts sorted: the regularity, for the whole batch
-        cvs: tuple[list[int], list[tuple[float, ...]]] = ([], [])
+        out = np.zeros((n, len(TEMPORAL_FEATURES)), dtype=np.float64)
         if self.time.sane(ts):
-            for i, t, o, r, p, f, b, c in zip(range(n), tl, oh, rh, rp, failed, ob, rb, strict=True):
-                feats(row_(t, o, r, p, f, b, c, i, seq, cvs))
+            oid = self._key_ids(frame, "id.orig_h", "?")
+            rid = self._key_ids(frame, "id.resp_h", "?")
+            self._run(ts, oid, rid, rp, self._failed(frame), ob, rb, out, seq)
             self.time.advance(ts)
         else:
+            tl = ts.tolist()
+            oh = list(map(str, _col(frame, "id.orig_h", "?")))
+            rh = list(map(str, _col(frame, "id.resp_h", "?")))
+            failed = list(map(FAILED_STATES.__contains__, map(str, _col(frame, "conn_state", "-"))))
             uid = _col(frame, "uid", "")
-            for i, t, o, r, p, f, b, c in zip(range(n), tl, oh, rh, rp, failed, ob, rb, strict=True):
+            rows = zip(range(n), tl, oh, rh, rp.tolist(), failed, ob.tolist(), rb.tolist(), strict=True)
+            for i, t, o, r, p, f, b, c in rows:
                 row = (o, r, p, f, b, c)
                 before = self.time.clock
                 step = self.time.step(t, (t, *row), str(uid[i]))
@@ -512,117 +516,43 @@ class HostContext:
                     # next ones as if the new epoch had begun.
                     pending = self.time.pending
                     when = step.time if len(pending) == 1 else t
-                    feats(self._preview(pending[:-1], row, self.time.ahead)._row(when, *row, i=i, seq=seq, cvs=cvs))
+                    self._preview(pending[:-1], row, self.time.ahead)._row(when, *row, i=i, seq=seq, out=out)
                 else:
-                    feats(row_(step.time, *row, i=i, seq=seq, cvs=cvs))
+                    self._row(step.time, *row, i=i, seq=seq, out=out)
         self.rows += n
         self.last_sequences = seq
-        out = np.array(rows, dtype=np.float32)
-        if cvs[0]:
-            out[cvs[0], TEMPORAL_NAMES.index("orig_iat_cv")] = _iat_cv(cvs[1], self.k)
-        return pd.DataFrame(out, columns=list(TEMPORAL_NAMES), index=frame.index)
+        return pd.DataFrame(out.astype(np.float32), columns=_COLUMNS, index=frame.index, copy=False)
 
     def _row(self, t: float, o: str, r: str, port: int, failed: bool, ob: float, rb: float,
-             i: int = 0, seq: np.ndarray | None = None,
-             cvs: tuple[list, list] | None = None) -> list[float]:  # fmt: skip
-        """Features of one row (and ``seq[i]``), then remember it. ``t`` NaN: no time.
-
-        The hot path: one call per row, everything inline (see :data:`TEMPORAL_FEATURES` for the columns).
-        ``orig_iat_cv`` is left 0.0: ``i`` and the originator's sorted starts go to ``cvs`` (two lists), for
-        :func:`_iat_cv` to compute for the whole batch at once (nothing when ``cvs`` is None: a row
-        taken in without features)."""
-        moves = math.isfinite(t)
-        if not moves:  # no ts: the clock's time, never moving it
-            t = self.clock if math.isfinite(self.clock) else 0.0
-        orig, resp = self.orig, self.resp
-        ho = orig.get(o)
-        if ho is None:
-            ho = orig[o] = _Host(sorted_times=True)
-            if len(orig) > self.max_hosts:
-                orig.popitem(last=False)
-        else:
-            orig.move_to_end(o)
-        hr = resp.get(r)
-        if hr is None:
-            hr = resp[r] = _Host()
-            if len(resp) > self.max_hosts:
-                resp.popitem(last=False)
-        else:
-            resp.move_to_end(r)
-        lo = t - self.window_s
-        # the originator's side
-        win = ho.window
-        while win and win[0] < lo:
-            win.popleft()
-        recent = ho.recent
-        n = len(recent)
-        if n == 0:
-            feats = [0.0] * 11 + [1.0]
-        else:
-            feats = [
-                float(n),
-                float(len(win)),
-                float(len(ho.peers)),
-                float(len(ho.ports)),
-                ho.failed / n,
-                ho.ports.get(port, 0) / n,
-                ho.peers.get(r, 0) / n,
-                (0.0 if ho.sum_ob < 0.0 else ho.sum_ob) / n,  # max(sum, 0.0), without the call
-                (0.0 if ho.sum_rb < 0.0 else ho.sum_rb) / n,
-                abs(t - recent[-1][0]),
-                0.0,  # orig_iat_cv: see cvs
-                0.0,
-            ]
-            if n >= 3 and cvs is not None:
-                cvs[0].append(i)
-                cvs[1].append(tuple(ho.times))
-        # the responder's side
-        win = hr.window
-        while win and win[0] < lo:
-            win.popleft()
-        m = len(hr.recent)
-        if m == 0:
-            feats += (0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
-        else:
-            feats += (float(m), float(len(win)), float(len(hr.peers)), hr.failed / m, abs(t - hr.recent[-1][0]), 0.0)
-        if seq is not None:
-            sk = seq.shape[2]
-            for j, (tj, peer, pj, fj, obj, rbj) in enumerate(reversed(list(recent)[-sk:])):
-                seq[i, :, j] = (
-                    1.0, math.log1p(obj), math.log1p(rbj), float(fj), float(pj == port), float(peer == r),
-                    math.log1p(abs(t - tj)),
-                )  # fmt: skip
-        k = self.k
-        ho.add((t, r, port, failed, ob, rb), k)
-        hr.add((t, o, port, failed, ob, rb), k)
-        if t > ho.last_seen:
-            ho.last_seen = t
-        if t > hr.last_seen:
-            hr.last_seen = t
-        if moves and t > self.clock:
-            self.clock = t
-            # Per row, not per batch: what a row sees must not depend on where a batch
-            # ended (offline, live, after a restart: the same features).
-            limit = t - self.ttl_s
-            if (orig and orig[next(iter(orig))].last_seen < limit) or (
-                resp and resp[next(iter(resp))].last_seen < limit
-            ):
-                self._expire()
-        return feats
+             i: int = 0, seq: np.ndarray | None = None, out: np.ndarray | None = None) -> None:  # fmt: skip
+        """Take in one row (its features into ``out[i]`` and ``seq[i]`` when given). ``t`` NaN: no time."""
+        ids = self._intern
+        self._run(
+            np.array([t], dtype=np.float64), np.array([ids.id(o)], dtype=np.int64),
+            np.array([ids.id(r)], dtype=np.int64), np.array([port], dtype=np.int64),
+            np.array([1 if failed else 0], dtype=np.int64), np.array([ob], dtype=np.float64),
+            np.array([rb], dtype=np.float64), None if out is None else out[i : i + 1],
+            None if seq is None else seq[i : i + 1],
+        )  # fmt: skip
 
     def _preview(self, held: list[tuple[float, Any]], row: tuple, ahead: bool) -> HostContext:
         """A scratch context to compute a held row's features in, leaving this one as it is: copies of
         the hosts involved (none when the held rows lie behind the clock: a new epoch there starts
         afresh), then the earlier held rows taken in at their own time."""
         ctx = HostContext(k=self.k, window_s=self.window_s, ttl_s=self.ttl_s, max_hosts=self.max_hosts)
+        ctx._clear(self._intern)
         if ahead or not held:
             ctx.clock = self.clock
-            for key in dict.fromkeys([row[0], *(p[1] for _, p in held)]):
-                if key in self.orig:
-                    ctx.orig[key] = self.orig[key].copy()
-            for key in dict.fromkeys([row[1], *(p[2] for _, p in held)]):
-                if key in self.resp:
-                    ctx.resp[key] = self.resp[key].copy()
+            ids = self._intern
+            for src, dst, keys in ((self._o, "_o", [row[0], *(p[1] for _, p in held)]),
+                                   (self._r, "_r", [row[1], *(p[2] for _, p in held)])):  # fmt: skip
+                for key in dict.fromkeys(keys):
+                    i = ids.ids.get(key)
+                    if i is not None and i < len(src[9]) and src[9][i] >= 0:
+                        ctx._ensure_ids()
+                        table = _K.room(getattr(ctx, dst), slots=1, starts=int(src[0][src[9][i], _K.WCNT]))
+                        _K.copy_host(src, table, i)
+                        setattr(ctx, dst, table)
         for t, payload in held:
             ctx._row(t, *payload[1:])
         return ctx
@@ -632,13 +562,73 @@ class HostContext:
         time. Ahead, the hosts of before expire as time passes; behind, the context starts afresh
         (hosts of a time that has not come yet would never expire)."""
         if not ahead:
-            self.orig.clear()
-            self.resp.clear()
+            self._clear(self._intern)
             self.clock = -math.inf
         for t, payload in replay:
             self._row(t, *payload[1:])
 
+    def _maybe_compact_ids(self) -> None:
+        """Forget the ids of addresses no host remembers any more (else millions of one-off addresses
+        would stay interned): when there are four times as many as at the last count."""
+        if len(self._intern) <= max(self.ID_FLOOR, 4 * self._live_ids):
+            return
+        keep = np.unique(np.concatenate([_K.live_ids(self._o), _K.live_ids(self._r)]))
+        remap = np.full(len(self._intern), -1, dtype=np.int64)
+        remap[keep] = np.arange(len(keep))
+        strs = self._intern.strs
+        intern = _Intern()
+        intern.strs = [strs[i] for i in keep.tolist()]
+        intern.ids = dict(zip(intern.strs, range(len(keep)), strict=True))
+        self._intern = intern
+        self._o = _K.remap_ids(self._o, remap, max(64, len(keep)))
+        self._r = _K.remap_ids(self._r, remap, max(64, len(keep)))
+        self._live_ids = len(keep)
+
     # ------------------------------------------------------------------ checkpoint
+
+    def _hosts(self, tab: tuple) -> Iterator[tuple[str, list, list[float] | int, float | None]]:
+        """Each host in LRU order: key, recent connections (tuples), window (its length when it is a suffix
+        of recent, else its starts), last seen (None when it is the latest or largest start of recent)."""
+        order = _K.lru_order(tab[0], tab[5])
+        if not len(order):
+            return
+        si, sf, ri, rf = tab[0][order], tab[1][order], tab[2][order], tab[3][order]
+        k = self.k
+        idx = (si[:, _K.RHEAD, None] + np.arange(k)) % k
+        rows = np.arange(len(order))[:, None]
+        ri, rf = ri[rows, idx], rf[rows, idx]  # oldest first
+        cnt = si[:, _K.RCNT]
+        strs = np.array(self._intern.strs, dtype=object)
+        keys = strs[si[:, _K.KEY]].tolist()
+        peers = strs[np.where(np.arange(k) < cnt[:, None], ri[:, :, 0], 0)].tolist()
+        ports, fails = ri[:, :, 1].tolist(), (ri[:, :, 2] != 0).tolist()
+        tss, obs, rbs = rf[:, :, 0].tolist(), rf[:, :, 1].tolist(), rf[:, :, 2].tolist()
+        masked = np.where(np.arange(k) < cnt[:, None], rf[:, :, 0], -np.inf)
+        latest = rf[np.arange(len(order)), cnt - 1, 0]
+        last = sf[:, _K.LAST]
+        short = (last == latest) | (last == masked.max(axis=1))
+        wcnt = si[:, _K.WCNT]
+        long = wcnt > cnt
+        wins = _K.windows(tab[0], tab[7], tab[8], order[long]).tolist() if long.any() else []
+        w = 0
+        for j, (key, c, lg) in enumerate(zip(keys, cnt.tolist(), long.tolist(), strict=True)):
+            recent = list(zip(tss[j][:c], peers[j][:c], ports[j][:c], fails[j][:c], obs[j][:c], rbs[j][:c],
+                              strict=True))  # fmt: skip
+            if lg:
+                window: list[float] | int = wins[w : w + int(wcnt[j])]
+                w += int(wcnt[j])
+            else:
+                window = int(wcnt[j])
+            yield key, recent, window, None if short[j] else float(last[j])
+
+    def _views(self, tab: tuple) -> OrderedDict[str, _HostView]:
+        views: OrderedDict[str, _HostView] = OrderedDict()
+        for key, recent, window, last in self._hosts(tab):
+            if isinstance(window, int):
+                window = [r[0] for r in recent[len(recent) - window :]] if window else []
+            seen = last if last is not None else max(r[0] for r in recent)
+            views[key] = _HostView(recent, window, seen)
+        return views
 
     def state(self) -> dict[str, Any]:
         """JSON-able snapshot (parameters, clock and every host's recent connections)."""
@@ -646,14 +636,18 @@ class HostContext:
             return self._state()
 
     def _state(self) -> dict[str, Any]:
+        def table(tab: tuple) -> list:
+            return [[key, [recent, window] if last is None else [recent, window, last]]
+                    for key, recent, window, last in self._hosts(tab)]  # fmt: skip
+
         return {
             "version": self.VERSION,
             "params": self.params,
             "clock": self.clock if math.isfinite(self.clock) else None,
             "rows": self.rows,
             "time": self.time.state(list),
-            "orig": [[key, h.to_list()] for key, h in self.orig.items()],
-            "resp": [[key, h.to_list()] for key, h in self.resp.items()],
+            "orig": table(self._o),
+            "resp": table(self._r),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -671,10 +665,37 @@ class HostContext:
         self.clock = -math.inf if state.get("clock") is None else float(state["clock"])
         self.rows = int(state.get("rows", 0))
         with no_gc():
-            self.orig = OrderedDict((str(key), _Host.from_list(d, self.k, True)) for key, d in state["orig"])
-            self.resp = OrderedDict((str(key), _Host.from_list(d, self.k)) for key, d in state["resp"])
+            self._clear()
+            self._o = self._load(state["orig"], True)
+            self._r = self._load(state["resp"], False)
+            self._live_ids = len(self._intern)
         self.time = StreamClock()
         self.time.restore(state.get("time") or {"clock": state.get("clock")}, _row_payload)
+
+    def _load(self, hosts: list, sorted_times: bool) -> tuple:
+        """A table from the hosts of a ``state()`` (as ``_Host.from_list`` read them)."""
+        intern = self._intern
+        keys, nrec, rec_i, rec_f, wlen, wflat, last = [], [], [], [], [], [], []
+        for key, d in hosts:
+            keys.append(intern.id(str(key)))
+            recent = [(float(r[0]), str(r[1]), int(r[2]), bool(r[3]), float(r[4]), float(r[5])) for r in d[0]]
+            nrec.append(len(recent))
+            rec_i.extend((intern.id(r[1]), r[2], int(r[3])) for r in recent)
+            rec_f.extend((r[0], r[4], r[5]) for r in recent)
+            if isinstance(d[1], int):
+                window = [r[0] for r in recent[len(recent) - d[1] :]]
+            else:
+                window = [float(t) for t in d[1]]
+            wlen.append(len(window))
+            wflat.extend(window)
+            last.append(float(d[2]) if len(d) > 2 else max(r[0] for r in recent))
+        m = len(keys)
+        tab = _K.empty_table(max(16, m), self.k, max(64, len(intern)), max(64, 2 * len(wflat)), sorted_times)
+        _K.load(tab, self.k, sorted_times, np.array(keys, dtype=np.int64), np.array(nrec, dtype=np.int64),
+                np.array(rec_i, dtype=np.int64).reshape(-1, 3), np.array(rec_f, dtype=np.float64).reshape(-1, 3),
+                np.array(wlen, dtype=np.int64), np.array(wflat, dtype=np.float64),
+                np.array(last, dtype=np.float64))  # fmt: skip
+        return tab
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> HostContext:
