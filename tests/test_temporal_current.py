@@ -142,7 +142,7 @@ def run_both(frame: pd.DataFrame, cuts: list[tuple[int, str]], params: dict, com
     assert b.time.settle() == a.time.settle()  # rows still held by the clock resolve the same way
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stream=streams(), params=PARAMS, compact=st.booleans())
 def test_compiled_context_equals_the_python_loop_on_random_streams(stream: tuple, params: dict, compact: bool) -> None:
     frame, cuts = stream

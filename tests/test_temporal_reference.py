@@ -115,7 +115,7 @@ def _run_both(frame: pd.DataFrame, cuts: list[tuple[int, str]], params: dict) ->
     assert b.time.settle() == a.time.settle()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stream=streams(), params=PARAMS)
 def test_fast_context_equals_the_reference_on_random_streams(stream: tuple, params: dict) -> None:
     frame, cuts = stream

@@ -615,6 +615,7 @@ def test_a_line_without_end_is_rejected_and_skipped_without_being_held(tmp_path:
     watcher = start(watch_cmd(logs, out, "--rejects", str(out / "rejects.json")), err)
     try:
         wait_for(lambda: uids_in(out / "all.log") == uids_of(a), what="the first rows")
+        before = _peak_rss_mib(watcher.pid)  # model, host context and its compiled loop loaded
         with open(live, "ab") as f:
             for _ in range(96):
                 f.write(b"A" * (1 << 20))
@@ -627,4 +628,5 @@ def test_a_line_without_end_is_rejected_and_skipped_without_being_held(tmp_path:
     rejects = [json.loads(line) for line in (out / "rejects.json").read_text().splitlines()]
     assert len(rejects) == 1 and rejects[0]["line"] == 8 + 5 + 1  # 8 header lines, 5 rows, then it
     assert len(rejects[0]["raw"]) <= 200
-    assert peak < 300, f"peak RSS {peak:.0f} MiB"  # 194 MiB measured; the line alone is 96 MiB
+    # the line alone is 96 MiB; holding it (and copying it at every read, as before) grew far more
+    assert peak - before < 48, f"peak RSS {before:.0f} -> {peak:.0f} MiB"

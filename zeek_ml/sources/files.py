@@ -9,6 +9,7 @@ import gzip
 import math
 import os
 import re
+import select
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
@@ -346,6 +347,42 @@ class _Replay:
         self.close()
 
 
+class _StdinPipe:
+    """Standard input read so that Ctrl-C and SIGTERM always get through.
+
+    A buffered ``read(n)`` loops in C over the pipe: a signal that lands between two of its reads
+    (not during one, which would end it with EINTR) waits in Python's queue while the next read
+    blocks on a writer that has nothing more to say. Here every wait is a short ``select`` in a
+    Python loop, so a pending signal handler runs within a fraction of a second. Only ``read1``
+    was used on ``stream`` before (sniffing), which leaves nothing in its buffer.
+    """
+
+    WAIT = 0.2
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+        try:
+            self.fd: int | None = stream.fileno()
+        except (OSError, ValueError, AttributeError):
+            self.fd = None  # not a real file (a test's BytesIO): read it as it is
+
+    def read(self, n: int = -1) -> bytes:
+        if self.fd is None:
+            return self.stream.read(n) or b""
+        parts: list[bytes] = []
+        got = 0
+        while n < 0 or got < n:
+            ready, _, _ = select.select([self.fd], [], [], self.WAIT)
+            if not ready:
+                continue
+            chunk = os.read(self.fd, (1 << 20) if n < 0 else min(n - got, 1 << 20))
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+
 def _stdin_raw_head() -> bytes:
     """The first bytes of stdin (up to a whole first line, or 64 KiB), read once and kept."""
     if stdin_state["head"] is None:
@@ -395,7 +432,7 @@ def _open_source(path: str) -> Any:
         if stdin_state["opened"]:
             raise SourceError("-: standard input was read already")
         stdin_state["opened"] = True
-        stream: Any = _Replay(head, sys.stdin.buffer)
+        stream: Any = _Replay(head, _StdinPipe(sys.stdin.buffer))
         return GzipStream(stream) if head.startswith(_GZIP_MAGIC) else stream
     f = open(path, "rb")  # noqa: SIM115
     try:
