@@ -21,7 +21,7 @@ __all__ = ["FAILED_STATES", "TEMPORAL_FEATURES", "HostContext", "StreamClock", "
 log = logging.getLogger("zeek_ml.time")
 """Warnings about timestamps far from the stream's clock (a line on stderr where nothing else is configured)."""
 
-# the stream clock and the column definitions are shared with the compiled context, not copied:
+# the stream clock, the column definitions and the column readers are shared with the compiled context, not copied:
 # only the Python loop over hosts below is the reference
 from zeek_ml.features.context import (  # noqa: E402
     FAILED_STATES,
@@ -29,7 +29,11 @@ from zeek_ml.features.context import (  # noqa: E402
     TEMPORAL_FEATURES,
     TEMPORAL_NAMES,
     StreamClock,
+    _col,
+    _num_col,
+    _row_payload,
     no_gc,
+    ts_seconds,
 )
 
 
@@ -152,33 +156,6 @@ def _iat_cv(snaps: list[tuple[float, ...]], k: int) -> np.ndarray:
         total += d
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(mu > 0, np.sqrt(total / count) / mu, 0.0)
-
-
-def _col(frame: pd.DataFrame, name: str, default: Any) -> list:
-    if name not in frame.columns:
-        return [default] * len(frame)
-    s = frame[name]
-    return s.astype(object).where(s.notna(), default).tolist()
-
-
-def ts_seconds(frame: pd.DataFrame) -> np.ndarray:
-    """``ts`` as float seconds, NaN where unset or not finite (what :meth:`StreamClock.step` takes)."""
-    if "ts" not in frame.columns:
-        return np.full(len(frame), np.nan)
-    v = pd.to_numeric(frame["ts"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.where(np.isfinite(v), v, np.nan)
-
-
-def _num_col(frame: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in frame.columns:
-        return np.zeros(len(frame))
-    v = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.where(np.isfinite(v), v, 0.0)
-
-
-def _row_payload(data: list) -> tuple:
-    """A pending row of the host context, back from JSON: (ts, orig, resp, port, failed, orig_bytes, resp_bytes)."""
-    return (float(data[0]), str(data[1]), str(data[2]), int(data[3]), bool(data[4]), float(data[5]), float(data[6]))
 
 
 class HostContext:
