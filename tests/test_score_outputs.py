@@ -217,17 +217,53 @@ def test_a_stopped_run_removes_its_temporary_output(tmp_path: Path, signum: int,
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.02)
     proc.send_signal(signum)
-    try:
-        status = proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        # KNOWN DEFECT (issue 13 note, 2026-11-30): under load a single signal is, rarely, not acted on
-        # (seen at db654c2 too; not the stdin read, which now waits in Python). A second one must end it.
-        proc.send_signal(signum)
-        status = proc.wait(timeout=60)
-    assert status == code
+    assert proc.wait(timeout=60) == code
     assert "Traceback" not in proc.stderr.read().decode()
     proc.stdin.close()
     assert list(tmp_path.iterdir()) == []
+
+
+_SIGNAL_PROBE = """
+import io, os, random, signal, sys, threading, time
+import pyarrow.csv as pacsv
+from zeek_ml.cli import signals_to_python
+if sys.argv[1] == "cli":
+    signals_to_python()
+data = b"".join(b"%d,%d,abc\\n" % (i, i * 7) for i in range(20000))
+got = []
+signal.signal(signal.SIGINT, lambda *_: got.append(1))
+lost = 0
+for trial in range(200):
+    got.clear()
+    sent = []
+    def kill():
+        time.sleep(random.uniform(0, 0.01))
+        os.kill(os.getpid(), signal.SIGINT)
+        sent.append(time.monotonic())
+    threading.Thread(target=kill).start()
+    while not got:
+        try:
+            pacsv.read_csv(io.BytesIO(data), read_options=pacsv.ReadOptions(column_names=["a", "b", "c"]))
+        except Exception:  # Arrow's cancellation of the read, when its handler got the signal
+            pass
+        if sent and time.monotonic() - sent[0] > 0.5:
+            lost += 1
+            break
+print(lost)
+"""
+
+
+def test_no_signal_landing_in_a_read_is_lost() -> None:
+    """The cause of a stopped ``score -`` that waited forever: pyarrow's own handler drops some signals.
+
+    The probe sends one SIGINT at a random moment of a loop of CSV reads, 200 times, and counts
+    those Python's handler never saw. With the CLI's setting none is lost (without it: 9 of 200).
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_PROBE, "cli"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) == 0
 
 
 # --------------------------------------------------------------------------- symlinks
