@@ -203,8 +203,8 @@ def test_archive_tree_cut_mid_incident(tmp_path: Path, cluster: str) -> None:
     cuts = [1, 333, 334, 1000, 1517, 1800, 2222, 2600, 2601, 3001, 3500, 3999]
     cut_ts = _archive_tree(tree, cuts)
     assert len(list(tree.rglob("*.log.gz"))) == len(cuts) + 1
-    days = [str(d) for d in sorted(tree.iterdir())]  # score takes the day folders (it does not recurse)
-    _, one, many = score_both(tmp_path, days, ["--cluster", cluster, "--partition-rows", "450"])
+    # the archive's root, as a user names it: its day folders are read, in time order
+    _, one, many = score_both(tmp_path, [str(tree)], ["--cluster", cluster, "--partition-rows", "450"])
     assert_same(one, many)
     # the cuts really do fall inside incidents: a notice's [first_ts, last_ts] spans a cut
     rows = [ln.split("\t") for ln in body(one / "notice.log") if not ln.startswith("#")]
@@ -212,6 +212,82 @@ def test_archive_tree_cut_mid_incident(tmp_path: Path, cluster: str) -> None:
     first, last = fields.index("zeek_ml.first_ts"), fields.index("zeek_ml.last_ts")
     spans = [(float(r[first]), float(r[last])) for r in rows]
     assert any(a < t <= b for t in cut_ts for a, b in spans), "no incident straddles a file boundary"
+
+
+CTU = SAMPLE_LOGS / "ctu-normal-40.first2000.conn.log.labeled.gz"
+SCAN = SAMPLE_LOGS / "slips-port-scans-horizontal.conn.log"
+
+
+def _sensor_archive(root: Path) -> None:
+    """Three sensors' archives side by side (ARCHIVE/<sensor>/<day>/conn.*.log.gz), from three real logs of
+    three networks: the lab capture cut into hourly files over two days, a CTU capture with one malformed
+    line (for --rejects) and a horizontal port scan."""
+    (root / "east").mkdir(parents=True)
+    _archive_tree(root / "east", [700, 1517, 2600, 3001])
+    west = root / "west" / "2022-06-12"
+    west.mkdir(parents=True)
+    with gzip.open(CTU, "rt") as f:
+        lines = f.read().splitlines()
+    first = next(i for i, ln in enumerate(lines) if not ln.startswith("#"))
+    lines.insert(first + 5, "this is not a conn record")
+    with gzip.open(west / "conn.22:00:00-23:00:00.log.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    dmz = root / "dmz" / "2026-11-30"
+    dmz.mkdir(parents=True)
+    with gzip.open(dmz / "conn.10:00:00-11:00:00.log.gz", "wb") as f:
+        f.write(SCAN.read_bytes())
+
+
+def notices(path: Path) -> list[dict[str, str]]:
+    lines = body(path)
+    fields = next(ln for ln in lines if ln.startswith("#fields")).split("\t")[1:]
+    return [dict(zip(fields, ln.split("\t"))) for ln in lines if not ln.startswith("#")]
+
+
+def test_sensors_are_networks_of_their_own_on_the_cluster(tmp_path: Path, cluster: str) -> None:
+    """An archive of three sensors: each sensor is scored with its own context and incidents (one task each
+    on the cluster), its notices name it in peer_descr, and the one notice log is merged by time and
+    identical to one process's; --rejects names the malformed line once."""
+    archive = tmp_path / "archive"
+    _sensor_archive(archive)
+    one, many = tmp_path / "one", tmp_path / "many"
+    for out, extra in ((one, []), (many, ["--cluster", cluster])):
+        out.mkdir()
+        r = run_cli("score", str(archive), "-o", str(out / "notice.log"), "--rejects", str(out / "rej.jsonl"), *extra)
+        assert r.returncode == 0, r.stderr
+        assert "read 6,041 records from 7 file(s), rejected 1," in r.stderr, r.stderr
+    assert "3 sensor(s) scored as tasks of their own" in r.stderr
+    assert body(one / "notice.log") == body(many / "notice.log")
+    assert (one / "rej.jsonl").read_bytes() == (many / "rej.jsonl").read_bytes()
+    (reject,) = [json.loads(ln) for ln in (one / "rej.jsonl").read_text().splitlines()]
+    assert reject["file"].endswith("west/2022-06-12/conn.22:00:00-23:00:00.log.gz") and reject["line"] > 0
+    rows = notices(one / "notice.log")
+    assert {r["peer_descr"] for r in rows} >= {"east", "west"}
+    ts = [float(r["ts"]) for r in rows]
+    assert ts == sorted(ts)
+    # each sensor alone gives its own notices: no context or incident crosses sensors
+    for sensor in ("east", "west"):
+        alone = tmp_path / f"{sensor}.log"
+        r = run_cli("score", str(archive / sensor), "-o", str(alone))
+        assert r.returncode == 0, r.stderr
+        mine = [{**row, "peer_descr": "-"} for row in rows if row["peer_descr"] == sensor]
+        assert mine == notices(alone)
+
+
+def test_sensor_from_names_sensors_by_path(tmp_path: Path) -> None:
+    """--sensor-from: a regular expression over the path gives the same sensors as the archive's folders;
+    one that does not match a file, or is not a regular expression, is one line naming it (exit 2)."""
+    archive = tmp_path / "archive"
+    _sensor_archive(archive)
+    a = run_cli("score", str(archive), "-o", str(tmp_path / "a.log"), "-q")
+    b = run_cli("score", str(archive), "-o", str(tmp_path / "b.log"), "-q", "--sensor-from", r"/(?P<sensor>\w+)/\d{4}-")
+    assert a.returncode == b.returncode == 0, a.stderr + b.stderr
+    assert body(tmp_path / "a.log") == body(tmp_path / "b.log")
+    for pattern, says in (("/(east|west)/", "does not match this path"), ("(", "not a regular expression")):
+        r = run_cli("score", str(archive), "-o", str(tmp_path / "c.log"), "--sensor-from", pattern)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert says in r.stderr and "Traceback" not in r.stderr
+        assert not (tmp_path / "c.log").exists()
 
 
 def test_worker_killed_mid_job(tmp_path: Path) -> None:

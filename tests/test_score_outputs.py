@@ -9,6 +9,7 @@ on disk. Read-only and full file systems are real tmpfs mounts (tests run as roo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -561,7 +562,16 @@ def test_a_named_pipe_as_input_is_read_whole(tmp_path: Path) -> None:
          str(tmp_path / "all.log"), "-q", "--summary-json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
-    with open(fifo, "wb") as writer:  # blocks until zeek-ml opens it
+    while True:  # open for writing once zeek-ml has opened it for reading (never blocks: a run that died is said)
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as e:
+            assert e.errno == errno.ENXIO, e
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+    os.set_blocking(fd, True)
+    with open(fd, "wb") as writer:
         writer.write(CONN.read_bytes())
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err

@@ -158,6 +158,11 @@ def _score_cmd(args: argparse.Namespace, model, threshold, options, engine) -> i
     from zeek_ml.services.score import score_logs
     from zeek_ml.sources.reading import MalformedLineError, SourceError
 
+    runner = None
+    if engine is not None:  # several sensors: each one a task of its own on the same cluster
+        from zeek_ml.services.distributed import SensorTasks
+
+        runner = SensorTasks(engine.client, model)
     try:
         summary = score_logs(
             args.inputs,
@@ -173,6 +178,8 @@ def _score_cmd(args: argparse.Namespace, model, threshold, options, engine) -> i
             progress=False if args.quiet else None,
             source=args.source,
             engine=engine,
+            sensor_from=args.sensor_from,
+            sensor_runner=runner,
             **options,
         )
     except SourceError as e:
@@ -193,7 +200,9 @@ def _score_cmd(args: argparse.Namespace, model, threshold, options, engine) -> i
         print(json.dumps(summary.as_dict()), file=sys.stderr if on_stdout else sys.stdout, flush=True)
     if not args.quiet:
         _say(summary.line())
-        if engine is not None:
+        if runner is not None and runner.stats.sensors:
+            _say(runner.stats.line())
+        elif engine is not None:
             _say(engine.stats.line())
     return 0
 
@@ -604,6 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--fields", help="comma-separated column names for header-less TSV (zeek-cut output)")
     score.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     score.add_argument("--summary-json", action="store_true", help="print the run's summary as JSON on stdout")
+    score.add_argument(
+        "--sensor-from",
+        metavar="REGEX",
+        help="name each file's sensor by this regular expression over its path (its 'sensor' or first group): "
+        "each sensor is scored as a network of its own, its notices name it in peer_descr (default: the folders "
+        "of an archive of several sensors, ARCHIVE/<sensor>/<YYYY-MM-DD>/conn.*.log.gz)",
+    )
     add_notice_options(score)
     # --- issue 14: a Dask cluster
     cluster = score.add_argument_group("cluster (pip install 'zeek-ml[cluster]'; output identical to one process)")

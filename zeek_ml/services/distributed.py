@@ -67,7 +67,14 @@ import pandas as pd
 from zeek_ml.formats.schema import CONN_FIELDS
 from zeek_ml.model.scorer import Verdicts
 
-__all__ = ["ClusterEngine", "ClusterStats", "PartitionError", "context_fingerprint", "dask_client"]
+__all__ = [
+    "ClusterEngine",
+    "ClusterStats",
+    "PartitionError",
+    "SensorTasks",
+    "context_fingerprint",
+    "dask_client",
+]
 
 DEFAULT_PARTITION_ROWS = 50_000
 """Rows per partition: large enough that Dask's per-task overhead (a few ms) is noise, small enough that
@@ -490,6 +497,81 @@ class ClusterEngine:
 
             verdicts.explain = explain
         return verdicts
+
+
+# ---------------------------------------------------------------------------------------------- sensors
+
+
+def score_sensor_task(model_path: str, sha256: str, sensor: str, files: list[str], options: dict[str, Any]) -> Any:
+    """One sensor scored whole on a worker (:func:`~zeek_ml.services.score.score_sensor`): it reads its
+    files where they lie (a path every worker sees), with a context and incidents of its own."""
+    from zeek_ml.services.score import score_sensor
+
+    cpu = time.process_time()
+    result = score_sensor(sensor, files, _worker_model(model_path, sha256), **options)
+    result.summary.seconds = time.process_time() - cpu
+    return result
+
+
+@dataclass
+class SensorStats:
+    """What :class:`SensorTasks` did."""
+
+    sensors: int = 0
+    task_cpu: float = 0.0
+
+    def line(self) -> str:
+        return f"{self.sensors:,} sensor(s) scored as tasks of their own; {self.task_cpu:.2f} CPU-s in those tasks"
+
+
+class SensorTasks:
+    """``runner(groups, options) -> results`` for :func:`~zeek_ml.services.score.score_logs`'s
+    ``sensor_runner``: each sensor is one Dask task (sensors share nothing, so they run side by side,
+    every worker busy with no driver in the loop); results come back in the groups' order, so the merged
+    notice log is the one a single process writes. A sensor that fails is named with its files
+    (Dask retries it twice first); a malformed line under ``--strict`` or an unreadable input stops the
+    run as in one process."""
+
+    def __init__(self, client: Any, model: Any):
+        self.client = client
+        self.model = model
+        self.stats = SensorStats()
+        self._token = uuid.uuid4().hex[:8]
+
+    def __call__(self, groups: list[tuple[str, list[str]]], options: dict[str, Any]) -> Iterator[Any]:
+        from zeek_ml.sources.reading import MalformedLineError, SourceError
+
+        path = os.path.abspath(self.model.path)
+        futures = [
+            self.client.submit(
+                score_sensor_task,
+                path,
+                self.model.sha256,
+                sensor,
+                files,
+                options,
+                key=f"zeek-ml-sensor-{self._token}-{i}",
+                retries=2,
+            )
+            for i, (sensor, files) in enumerate(groups)
+        ]
+        try:
+            for (sensor, files), fut in zip(groups, futures):
+                try:
+                    result = fut.result()
+                except (MalformedLineError, SourceError, OSError):
+                    raise
+                except Exception as e:
+                    where = files[0] + (f" and {len(files) - 1:,} more file(s)" if len(files) > 1 else "")
+                    raise PartitionError(
+                        f"sensor {sensor} ({where}) failed on the cluster: {type(e).__name__}: {e}"
+                    ) from e
+                self.stats.sensors += 1
+                self.stats.task_cpu += result.summary.seconds
+                yield result
+        finally:
+            for fut in futures:
+                fut.cancel()
 
 
 # ---------------------------------------------------------------------------------------------- the cluster

@@ -12,8 +12,8 @@ from typing import Any
 from zeek_ml.formats.safeio import Output, check_outputs, open_output
 from zeek_ml.model.scorer import Scorer, Sink
 from zeek_ml.sinks.logs import EnrichedSink, build_notice_sink, file_writer, match_sensor
-from zeek_ml.sources.files import expand_sources, iter_batches, sniff_format
-from zeek_ml.sources.reading import ReadStats, RejectLog
+from zeek_ml.sources.files import iter_batches, sensor_groups, sniff_format
+from zeek_ml.sources.reading import ReadStats, RejectLog, SourceError
 
 Engine = Callable[[Iterator[Any]], Iterator[tuple[Any, Any]]]
 """``engine(batches) -> (batch, verdicts)`` pairs, in order (issue 14: :mod:`zeek_ml.services.distributed`)."""
@@ -90,6 +90,8 @@ def score_logs(
     source: str = "auto",
     local_discovery: bool = False,
     engine: Engine | None = None,
+    sensor_from: str | None = None,
+    sensor_runner: SensorRunner | None = None,
 ) -> ScoreSummary:
     """Score every connection of ``inputs`` and write the notices to ``notice_out``.
 
@@ -111,39 +113,62 @@ def score_logs(
     succeeded; on any failure nothing is left at the output paths (a file already there stays as
     it was). ``-`` streams to stdout. I/O failures are :class:`~zeek_ml.formats.safeio.OutputError`.
     """
-    files = expand_sources(inputs, source=source)
+    groups = sensor_groups(inputs, sensor_from=sensor_from, source=source)
+    files = [f for _, group in groups for f in group]
     check_outputs({"-o": notice_out, "--all": all_out, "--rejects": rejects_out}, files)
     if "auto" in (fmt, json_ts):
         fmt, json_ts = match_sensor(fmt, json_ts, [sniff_format(os.fspath(f)) for f in files])
-    scorer = Scorer(model, threshold)
+    sensors = groups[0][0] is not None
+    if sensors and fmt == "eve":
+        raise SourceError("several sensors: their notices are written as a Zeek notice log (--format tsv or json)")
+    options = {
+        "strict": strict,
+        "fields": fields,
+        "source": source,
+        "local_nets": local_nets,
+    }
+    notice_options = {
+        "aggregate": aggregate,
+        "suppress_for": suppress_for,
+        "local_nets": local_nets,
+        "min_severity": min_severity,
+        "profile": profile,
+        "local_discovery": local_discovery,
+    }
     outputs: list[Output] = []
     try:
         notice_file = _open(notice_out, outputs)
         all_file = _open(all_out, outputs) if all_out is not None else None
         if rejects_out is not None:
             rejects = RejectLog(strict=strict, target=_open(rejects_out, outputs))
-        summary = _score(
-            files,
-            scorer,
-            notice_file,
-            all_file,
-            rejects if rejects is not None else RejectLog(strict=strict),
-            fmt=fmt,
-            json_ts=json_ts,
-            strict=strict,
-            fields=fields,
-            progress=progress,
-            source=source,
-            engine=engine,
-            notice_options={
-                "aggregate": aggregate,
-                "suppress_for": suppress_for,
-                "local_nets": local_nets,
-                "min_severity": min_severity,
-                "profile": profile,
-                "local_discovery": local_discovery,
-            },
-        )
+        elif rejects is None:
+            rejects = RejectLog(strict=strict)
+        try:
+            if sensors:
+                summary = _score_sensors(
+                    groups,
+                    model,
+                    threshold,
+                    notice_file,
+                    all_file,
+                    rejects,
+                    fmt=fmt,
+                    json_ts=json_ts,
+                    progress=progress,
+                    notice_options=notice_options,
+                    runner=sensor_runner,
+                    **options,
+                )
+            else:
+                sinks = _notice_sinks(notice_file, all_file, fmt, json_ts, notice_options)
+                summary = _score(
+                    files, Scorer(model, threshold), sinks, rejects, progress=progress, engine=engine, **options
+                )
+                for sink in sinks:
+                    sink.close()
+                summary.notices = int(getattr(sinks[0], "notices", 0))
+        finally:
+            rejects.close()
         for out in outputs:  # all made durable first: a failure there replaces none of the targets
             out.prepare()
         for out in outputs:
@@ -155,32 +180,185 @@ def score_logs(
     return summary
 
 
-def _open(path: str | os.PathLike[str], outputs: list[Output]) -> Output:
-    out = open_output(path)
-    outputs.append(out)
-    return out
+# --- issue 14: several sensors, each a network of its own -----------------------------------------------------
 
 
-def _score(
+@dataclass
+class SensorResult:
+    """One sensor scored on its own: its notice rows (``peer_descr`` = the sensor), the lines it rejected
+    (as ``--rejects`` writes them) and its summary."""
+
+    sensor: str
+    notices: list[Any]
+    fields: list[tuple[str, str]]
+    rejects: bytes
+    summary: ScoreSummary
+
+
+class _Collect:
+    """A notice writer that keeps the rows (few: one per incident) for the merge by time."""
+
+    def __init__(self, sensor: str, fields: Any):
+        self.sensor = sensor
+        self.fields = list(fields)
+        self.frames: list[Any] = []
+
+    def write(self, frame: Any) -> int:
+        if len(frame):
+            self.frames.append(frame.assign(peer_descr=self.sensor))
+        return len(frame)
+
+    def close(self, close_time: float | None = None) -> None:
+        pass
+
+
+def score_sensor(
+    sensor: str,
     files: list[str],
-    scorer: Scorer,
+    model: Any,
+    threshold: float | None,
+    *,
+    strict: bool,
+    fields: list[str] | None,
+    source: str,
+    local_nets: Any,
+    notice_options: dict[str, Any],
+    keep_rejects: bool,
+    progress: bool | None = None,
+    extra_sinks: list[Sink] | None = None,
+) -> SensorResult:
+    """Score one sensor's files with a context and incidents of their own (in this process, or as a task
+    on a Dask worker: :mod:`zeek_ml.services.distributed`). ``extra_sinks`` (the shared ``--all`` log)
+    also get every batch; ``keep_rejects`` keeps the rejected lines for ``--rejects``."""
+    import io
+
+    kept = io.BytesIO() if keep_rejects else None
+    rejects = RejectLog(strict=strict, target=kept)
+    collect: list[_Collect] = []
+
+    def factory(path: str, columns: Any) -> Any:
+        collect.append(_Collect(sensor, columns))
+        return collect[-1]
+
+    notice_sink = build_notice_sink(factory, **notice_options)
+    summary = _score(
+        files,
+        Scorer(model, threshold),
+        [notice_sink, *(extra_sinks or [])],
+        rejects,
+        strict=strict,
+        fields=fields,
+        progress=progress,
+        source=source,
+        local_nets=local_nets,
+    )
+    notice_sink.close()
+    summary.notices = int(getattr(notice_sink, "notices", 0))
+    return SensorResult(
+        sensor,
+        [frame for c in collect for frame in c.frames],
+        collect[0].fields if collect else [],
+        kept.getvalue() if kept is not None else b"",
+        summary,
+    )
+
+
+SensorRunner = Callable[[list[tuple[str, list[str]]], dict[str, Any]], Iterator[SensorResult]]
+"""``runner(groups, options) -> results`` in the groups' order, each from :func:`score_sensor` (issue 14:
+on a Dask cluster, :class:`~zeek_ml.services.distributed.SensorTasks`)."""
+
+
+def _score_sensors(
+    groups: list[tuple[Any, list[str]]],
+    model: Any,
+    threshold: float | None,
     notice_file: Output,
     all_file: Output | None,
     rejects: RejectLog,
     *,
     fmt: str,
     json_ts: str,
-    strict: bool,
-    fields: list[str] | None,
     progress: bool | None,
-    source: str,
     notice_options: dict[str, Any],
-    engine: Engine | None = None,
+    runner: SensorRunner | None,
+    **options: Any,
 ) -> ScoreSummary:
-    """The scoring loop of :func:`score_logs`, writing to outputs it already opened."""
-    stats = ReadStats()
-    summary = ScoreSummary()
+    """Every sensor on its own, then one notice log: the sensors' notices merged by time (a stable sort:
+    one sensor's own order kept, ties in sensor order), each naming its sensor in ``peer_descr`` as a Zeek
+    cluster names the node that raised a notice. ``--all`` holds conn.log's standard columns, sensor after
+    sensor; ``--rejects`` too."""
+    import pandas as pd
+
     started = time.perf_counter()
+    all_sink = EnrichedSink(file_writer(all_file, fmt, json_ts), keep_extra=False) if all_file is not None else None
+    keep = rejects.writes
+    if runner is not None:
+        if all_sink is not None:
+            raise SourceError("--all with several sensors is written by one process (leave out --workers/--cluster)")
+        results: Iterable[SensorResult] = runner(
+            [(str(s), g) for s, g in groups],
+            {"threshold": threshold, "notice_options": notice_options, "keep_rejects": keep, **options},
+        )
+    else:
+        results = (
+            score_sensor(
+                str(sensor),
+                group,
+                model,
+                threshold,
+                notice_options=notice_options,
+                keep_rejects=keep,
+                progress=progress,
+                extra_sinks=[all_sink] if all_sink is not None else None,
+                **options,
+            )
+            for sensor, group in groups
+        )
+    summary = ScoreSummary()
+    frames: list[Any] = []
+    columns: list[tuple[str, str]] = []
+    for result in results:
+        frames.extend(result.notices)
+        columns = columns or result.fields
+        rejects.write_lines(result.rejects)
+        for name in ("files", "records", "rejected", "scored", "notices", "ignored_events"):
+            setattr(summary, name, getattr(summary, name) + getattr(result.summary, name))
+        summary.first_rejects.extend(result.summary.first_rejects)
+        rejects.count += result.summary.rejected
+    del summary.first_rejects[rejects.keep :]
+    writer = file_writer(notice_file, fmt, json_ts)("notice", columns or _notice_fields(notice_options))
+    if frames:
+        merged = pd.concat(frames, ignore_index=True)
+        writer.write(merged.iloc[merged["ts"].argsort(kind="stable")])
+    writer.close()
+    if all_sink is not None:
+        all_sink.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _notice_fields(notice_options: dict[str, Any]) -> list[tuple[str, str]]:
+    """The notice log's columns where no sensor raised a notice (the sink's own, from an empty run)."""
+    fields: list[tuple[str, str]] = []
+
+    def factory(path: str, columns: Any) -> Any:
+        fields.extend(columns)
+        return _Collect("", columns)
+
+    build_notice_sink(factory, **notice_options).close()
+    return fields
+
+
+def _open(path: str | os.PathLike[str], outputs: list[Output]) -> Output:
+    out = open_output(path)
+    outputs.append(out)
+    return out
+
+
+def _notice_sinks(
+    notice_file: Output, all_file: Output | None, fmt: str, json_ts: str, notice_options: dict[str, Any]
+) -> list[Sink]:
+    """The notice sink (a Zeek notice log, or Suricata eve alerts) and, with ``--all``, the enriched conn log."""
     if fmt == "eve":
         from zeek_ml.sinks.eve import EveAlertSink
 
@@ -188,9 +366,30 @@ def _score(
         fmt = "json"  # for --all: an enriched conn log has no eve form
     else:
         notice_sink = build_notice_sink(file_writer(notice_file, fmt, json_ts), **notice_options)
-    sinks: list[Sink] = [notice_sink]  # type: ignore[list-item]
+    sinks: list[Sink] = [notice_sink]
     if all_file is not None:
         sinks.append(EnrichedSink(file_writer(all_file, fmt, json_ts)))
+    return sinks
+
+
+def _score(
+    files: list[str],
+    scorer: Scorer,
+    sinks: list[Sink],
+    rejects: RejectLog,
+    *,
+    strict: bool,
+    fields: list[str] | None,
+    progress: bool | None,
+    source: str,
+    local_nets: Any,
+    engine: Engine | None = None,
+) -> ScoreSummary:
+    """The scoring loop: read ``files``, score, write every batch's verdicts to ``sinks`` (closed by the caller,
+    and only after a run that got through: the end of a failed one is discarded unwritten)."""
+    stats = ReadStats()
+    summary = ScoreSummary()
+    started = time.perf_counter()
     bar = _progress(progress)
     try:
         batches = (
@@ -202,7 +401,7 @@ def _score(
                 stats=stats,
                 fields=fields,
                 source=source,
-                local_nets=notice_options["local_nets"],
+                local_nets=local_nets,
             )
             if len(batch)
         )
@@ -214,13 +413,9 @@ def _score(
                 sink.write(verdicts)
             if bar is not None:
                 bar.update(len(batch))
-        for sink in sinks:  # only a run that got through: the end of a failed one is discarded unwritten
-            sink.close()
     finally:
         if bar is not None:
             bar.close()
-        rejects.close()
-    summary.notices = int(getattr(notice_sink, "notices", 0))
     summary.files = stats.files
     summary.records = stats.records
     summary.rejected = stats.rejected

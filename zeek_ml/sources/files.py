@@ -77,18 +77,10 @@ def expand_sources(
                 raise SourceError("-: standard input named twice (it can be read once)")
             files.append(STDIN)
         elif os.path.isdir(item):
-            try:
-                names = [n for n in os.listdir(item) if os.path.isfile(os.path.join(item, n))]
-            except OSError as e:
-                raise SourceError(f"{item}: {e.strerror or e}") from e
-            found = []
-            if source != "suricata":
-                found = [os.path.join(item, n) for n in names if name_re.search(n) and _LOG_SUFFIX.search(n)]
-            if source == "suricata" or (source == "auto" and not found and log_path == "conn"):
-                found = [os.path.join(item, n) for n in names if _EVE_NAME.search(n)]
+            found = _directory_logs(item, name_re, log_path, source)
             if not found:
                 what = "eve.json files" if source == "suricata" else f"{log_path} logs"
-                raise SourceError(f"{item}: no {what} in this directory")
+                raise SourceError(f"{item}: no {what} in this directory or the folders under it")
             files.extend(sorted(found, key=_time_key))
         elif os.path.exists(item):
             files.append(item)
@@ -100,6 +92,103 @@ def expand_sources(
         else:
             raise SourceError(f"{item}: no such file or directory")
     return files
+
+
+def _directory_logs(
+    item: str, name_re: re.Pattern[str] = _CONN_NAME, log_path: str = "conn", source: str = "auto", deep: bool = True
+) -> list[str]:
+    """The logs a directory holds: its own, else (``deep``) those of the folders under it, at any depth (a
+    Zeek archive: ``logs/2024-01-01/conn.10:00:00-11:00:00.log.gz``, several sensors' archives side by side)."""
+    try:
+        entries = sorted(os.scandir(item), key=lambda e: e.name)
+    except OSError as e:
+        raise SourceError(f"{item}: {e.strerror or e}") from e
+    names = [e.name for e in entries if e.is_file()]
+    found: list[str] = []
+    if source != "suricata":
+        found = [os.path.join(item, n) for n in names if name_re.search(n) and _LOG_SUFFIX.search(n)]
+    if source == "suricata" or (source == "auto" and not found and log_path == "conn"):
+        found = [os.path.join(item, n) for n in names if _EVE_NAME.search(n)]
+    if found or not deep:
+        return found
+    for entry in entries:
+        if entry.is_dir() and not entry.name.startswith("."):
+            found.extend(_directory_logs(entry.path, name_re, log_path, source))
+    return found
+
+
+DAY_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+"""A Zeek archive's day folder (``zeek-archiver``, ``zeekctl``): ``2024-01-01``."""
+
+
+def sensor_groups(
+    inputs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    sensor_from: str | None = None,
+    source: str = "auto",
+) -> list[tuple[str | None, list[str]]]:
+    """The inputs' files as ``(sensor, files)`` groups, each in time order; one ``(None, files)`` group
+    when the inputs come from one sensor.
+
+    A sensor is a network of its own: its hosts have their own context and incidents (the same private
+    address on two sensors is two hosts). Sensors come from ``sensor_from``, a regular expression
+    searched in each file's path (its ``sensor`` group, else its first group, else the whole match; a
+    file it does not match is an error), else from the layout of a directory named as input: each
+    folder directly under it that is not a day folder (``YYYY-MM-DD``) and holds logs is a sensor
+    (``archive/<sensor>/<day>/conn.*.log.gz``). Groups are ordered by sensor name.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    inputs = [os.fspath(i) for i in inputs]
+    if sensor_from is not None:
+        try:
+            pattern = re.compile(sensor_from)
+        except re.error as e:
+            raise SourceError(f"--sensor-from {sensor_from!r}: not a regular expression: {e}") from e
+        groups: dict[str, list[str]] = {}
+        for path in expand_sources(inputs, source=source):
+            m = pattern.search(path)
+            if m is None:
+                raise SourceError(f"{path}: --sensor-from {sensor_from!r} does not match this path")
+            if "sensor" in pattern.groupindex:
+                name = m.group("sensor")
+            else:
+                name = m.group(1) if pattern.groups else m.group(0)
+            if not name:
+                raise SourceError(f"{path}: --sensor-from {sensor_from!r} matches an empty sensor name")
+            groups.setdefault(name, []).append(path)
+        return [(name, sorted(found, key=_time_key)) for name, found in sorted(groups.items())]
+    by_layout: dict[str, list[str]] = {}
+    for item in inputs:
+        if item == STDIN or not os.path.isdir(item):
+            continue
+        subdirs = sorted(
+            (e for e in os.scandir(item) if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name
+        )
+        if not subdirs or any(DAY_FOLDER.match(e.name) for e in subdirs):
+            continue
+        if _quiet_logs(item, source, deep=False):  # logs of its own: one sensor, the folders under it unread
+            continue
+        for entry in subdirs:
+            found = _quiet_logs(entry.path, source)
+            if found:
+                by_layout.setdefault(entry.name, []).extend(found)
+    if not by_layout:
+        return [(None, expand_sources(inputs, source=source))]
+    if len(inputs) > 1:
+        raise SourceError(
+            f"{', '.join(inputs)}: a folder of sensors must be the only input (or name sensors with --sensor-from)"
+        )
+    return [(name, sorted(found, key=_time_key)) for name, found in sorted(by_layout.items())]
+
+
+def _quiet_logs(item: str, source: str, deep: bool = True) -> list[str]:
+    """The conn logs (or eve files) :func:`expand_sources` finds in one directory, unordered; none where
+    it cannot read it."""
+    try:
+        return _directory_logs(item, source=source, deep=deep)
+    except SourceError:
+        return []
 
 
 def sniff_format(path: str) -> tuple[str, str] | None:

@@ -116,6 +116,17 @@ class RejectLog:
         if self.strict:
             raise MalformedLineError(str(reject))
 
+    @property
+    def writes(self) -> bool:
+        """Whether every rejected line is written (``--rejects``), not only counted."""
+        return self._out is not None
+
+    def write_lines(self, lines: bytes) -> None:
+        """Append reject lines already written elsewhere (another sensor's run), as they are."""
+        if self._out is not None and lines:
+            self._out.write(lines)
+            self._out.flush()
+
     def close(self) -> None:
         if self._out is not None and self._own:
             self._out.close()
