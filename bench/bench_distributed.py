@@ -10,6 +10,11 @@ checked against the single-process one (byte for byte but ``#open``/``#close``).
 
     python bench/bench_distributed.py                        # the shared labelled captures (103,751 rows)
     python bench/bench_distributed.py --replay-rows 600000   # + bench/make_conn.py's replay of them
+    python bench/bench_distributed.py --replay-rows 1000000 --sensors 4   # an archive of 4 sensors
+    python bench/bench_distributed.py --sensor-from 'zeek_labeled/([^/.]+)'  # each shared capture a sensor
+
+Several sensors are scored as tasks of their own (one per sensor, no driver in the loop); one sensor's
+rows go through the partition engine (the host-context chain).
 """
 
 from __future__ import annotations
@@ -110,6 +115,8 @@ def main() -> int:
     ap.add_argument("inputs", nargs="*", help=f"conn logs (default: {SHARED})")
     ap.add_argument("--replay-rows", type=int, help="score a replay of the shared captures this long instead")
     ap.add_argument("--replay-source", help="the captures make_conn.py replays (default: all the shared ones)")
+    ap.add_argument("--sensors", type=int, default=0, help="split the replay into an archive of N sensors")
+    ap.add_argument("--sensor-from", help="passed to zeek-ml score: a sensor per match of this regex on the path")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--partition-rows", type=int, default=50_000)
     ap.add_argument("--warmup-rows", type=int)
@@ -117,19 +124,28 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="zeek-ml-bench-"))
     inputs = args.inputs or [str(SHARED)]
     if args.replay_rows:
-        replay = tmp / f"conn-{args.replay_rows}.log"
-        subprocess.run(
-            [sys.executable, str(ROOT / "bench" / "make_conn.py"), "--rows", str(args.replay_rows), "-o", str(replay)]
-            + (["--source", args.replay_source] if args.replay_source else []),
-            check=True,
-            capture_output=True,
-        )
-        inputs = [str(replay)]
+        sensors = max(1, args.sensors)
+        for i in range(sensors):
+            replay = tmp / f"conn-{args.replay_rows}.log"
+            if args.sensors:  # ARCHIVE/<sensor>/<day>/conn.<hours>.log, each sensor its own replay
+                replay = tmp / "archive" / f"sensor{i}" / "2026-11-30" / "conn.00:00:00-01:00:00.log"
+                replay.parent.mkdir(parents=True)
+            subprocess.run(
+                [sys.executable, str(ROOT / "bench" / "make_conn.py"), "--rows", str(args.replay_rows // sensors)]
+                + ["-o", str(replay), "--seed", str(i)]
+                + (["--source", args.replay_source] if args.replay_source else []),
+                check=True,
+                capture_output=True,
+            )
+        inputs = [str(tmp / "archive")] if args.sensors else [str(replay)]
     part = ["--partition-rows", str(args.partition_rows)]
+    if args.sensor_from:
+        part += ["--sensor-from", args.sensor_from]
     if args.warmup_rows is not None:
         part += ["--warmup-rows", str(args.warmup_rows)]
     model_of_scaling(inputs)
-    configs = {"1 process": [], "--workers 1": ["--workers", "1", *part], "--workers 2": ["--workers", "2", *part]}
+    one = ["--sensor-from", args.sensor_from] if args.sensor_from else []
+    configs = {"1 process": one, "--workers 1": ["--workers", "1", *part], "--workers 2": ["--workers", "2", *part]}
     walls: dict[str, list[float]] = {k: [] for k in configs}
     cpus: dict[str, list[float]] = {k: [] for k in configs}
     rows = 0
@@ -142,10 +158,10 @@ def main() -> int:
             cpus[name].append(cpu)
             m = re.search(r"read ([\d,]+) records", err)
             rows = int(m.group(1).replace(",", "")) if m else rows
-            e = re.search(r"\d[\d,]* partition\(s\): .*", err)
+            e = re.search(r"\d[\d,]* (?:partition|sensor)\(s\)[: ].*", err)
             if e:
                 engine[name] = e.group(0)
-            if extra and body(out) != body(tmp / f"1_process.{rnd}.log"):
+            if name != "1 process" and body(out) != body(tmp / f"1_process.{rnd}.log"):
                 raise SystemExit(f"{name}: the notice log differs from the single-process run")
             print(f"round {rnd + 1} {name:12s} wall {wall:6.2f} s  cpu {cpu:6.2f} s", file=sys.stderr, flush=True)
     print(f"inputs: {' '.join(inputs)} ({rows:,} rows); {os.cpu_count()} CPUs; {args.rounds} interleaved rounds")
