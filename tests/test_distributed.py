@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -288,6 +289,48 @@ def test_sensor_from_names_sensors_by_path(tmp_path: Path) -> None:
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert says in r.stderr and "Traceback" not in r.stderr
         assert not (tmp_path / "c.log").exists()
+
+
+@pytest.fixture
+def http_archive(tmp_path: Path) -> Any:
+    """The three-sensor archive served by a real HTTP server (Python's http.server) on 127.0.0.1."""
+    archive = tmp_path / "archive"
+    _sensor_archive(archive)
+    server = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory", str(archive)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert server.stdout is not None
+    first = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+    m = re.search(r"\((http://[^)]+)\)", first)
+    assert m, first
+    try:
+        yield archive, m.group(1)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_archives_read_where_they_lie_over_http(tmp_path: Path, http_archive: Any, cluster: str) -> None:
+    """URLs (fsspec; here a real HTTP server): the cluster's workers read each sensor's files from the server
+    themselves, and the notices are those of the same archive on disk; a missing URL is one line."""
+    archive, url = http_archive
+    local = run_cli("score", str(archive), "-o", str(tmp_path / "local.log"), "-q")
+    assert local.returncode == 0, local.stderr
+    by_sensor = r"/(?P<sensor>\w+)/\d{4}-"
+    remote = run_cli("score", url, "-o", str(tmp_path / "remote.log"), "--sensor-from", by_sensor, "--cluster", cluster)
+    assert remote.returncode == 0, remote.stderr
+    assert "read 6,041 records from 7 file(s), rejected 1," in remote.stderr
+    assert body(tmp_path / "local.log") == body(tmp_path / "remote.log")
+    one = run_cli("score", f"{url}east/", "-o", str(tmp_path / "east-remote.log"), "-q")
+    two = run_cli("score", str(archive / "east"), "-o", str(tmp_path / "east-local.log"), "-q")
+    assert one.returncode == two.returncode == 0, one.stderr + two.stderr
+    assert body(tmp_path / "east-remote.log") == body(tmp_path / "east-local.log")
+    missing = run_cli("score", f"{url}north/", "-o", str(tmp_path / "n.log"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"zeek-ml: error: {url}north/: no such file or directory"
 
 
 def test_worker_killed_mid_job(tmp_path: Path) -> None:

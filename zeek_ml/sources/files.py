@@ -76,6 +76,8 @@ def expand_sources(
             if STDIN in files:
                 raise SourceError("-: standard input named twice (it can be read once)")
             files.append(STDIN)
+        elif is_url(item):
+            files.extend(sorted(_url_logs(item, name_re, log_path, source), key=_time_key))
         elif os.path.isdir(item):
             found = _directory_logs(item, name_re, log_path, source)
             if not found:
@@ -115,6 +117,61 @@ def _directory_logs(
         if entry.is_dir() and not entry.name.startswith("."):
             found.extend(_directory_logs(entry.path, name_re, log_path, source))
     return found
+
+
+def is_url(path: str) -> bool:
+    """Whether an input is a URL that fsspec reads (``s3://bucket/zeek/``, ``https://host/logs/``...)."""
+    return "://" in path and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
+
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    """(fsspec file system, path in it) for ``url``; a missing fsspec or protocol package is one line."""
+    try:
+        import fsspec
+    except ImportError as e:
+        raise SourceError(f"{url}: reading URLs needs fsspec: pip install 'zeek-ml[remote]'") from e
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as e:  # an unknown protocol, or its package (s3fs, gcsfs...) not installed
+        raise SourceError(f"{url}: {e}") from e
+
+
+def _url_logs(item: str, name_re: re.Pattern[str], log_path: str, source: str) -> list[str]:
+    """The logs a URL names: one file, a glob, or a folder (every log under it, at any depth), as URLs."""
+    fs, path = _filesystem(item)
+    try:
+        if glob.has_magic(path):
+            found = [p for p in fs.glob(path) if fs.isfile(p)]
+            if not found:
+                raise SourceError(f"{item}: no file matches")
+        elif fs.isdir(path):
+            below = fs.find(path)
+            found = [] if source == "suricata" else [p for p in below if name_re.search(p.rsplit("/", 1)[-1])]
+            found = [p for p in found if _LOG_SUFFIX.search(p)]
+            if source == "suricata" or (source == "auto" and not found and log_path == "conn"):
+                found = [p for p in below if _EVE_NAME.search(p.rsplit("/", 1)[-1])]
+            if not found:
+                what = "eve.json files" if source == "suricata" else f"{log_path} logs"
+                raise SourceError(f"{item}: no {what} under this URL")
+        elif fs.exists(path):
+            return [item]
+        else:
+            raise SourceError(f"{item}: no such file or directory")
+    except SourceError:
+        raise
+    except (OSError, ValueError) as e:  # the server said no, or could not be reached
+        raise SourceError(f"{item}: {type(e).__name__}: {e}") from e
+    return [fs.unstrip_protocol(p) for p in found]
+
+
+def _open_url(url: str) -> Any:
+    """A URL opened for one sequential read (a stream: no range requests, so any HTTP server will do)."""
+    fs, path = _filesystem(url)
+    try:
+        kwargs = {"block_size": 0} if "http" in fs.protocol or "https" in fs.protocol else {}
+        return fs.open(path, "rb", **kwargs)
+    except (OSError, ValueError) as e:
+        raise SourceError(f"{url}: {type(e).__name__}: {e}") from e
 
 
 DAY_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -204,7 +261,7 @@ def sniff_format(path: str) -> tuple[str, str] | None:
             head = _stdin_text_head()
         except SourceError:
             return None
-    elif not os.path.isfile(path):  # a FIFO or process substitution: reading it here would lose the bytes
+    elif not is_url(path) and not os.path.isfile(path):  # a FIFO or process substitution: reading it loses bytes
         return None
     else:
         try:
@@ -302,7 +359,9 @@ def _first_ts(line: bytes) -> float | None:
 
 
 def open_binary(path: str) -> IO[bytes]:
-    """A file opened for reading, gzip undone (Python's :class:`gzip.GzipFile`, seekable)."""
+    """A file opened for reading, gzip undone (Python's :class:`gzip.GzipFile`, seekable; a URL: a stream)."""
+    if is_url(path):
+        return _open_source(path)  # type: ignore[no-any-return]
     f = open(path, "rb")  # noqa: SIM115
     magic = f.read(2)
     f.seek(0)
@@ -412,9 +471,10 @@ class GzipStream:
 class _Replay:
     """A stream that gives ``head`` first, then what ``rest`` reads (stdin after sniffing)."""
 
-    def __init__(self, head: bytes, rest: Any):
+    def __init__(self, head: bytes, rest: Any, own: bool = False):
         self.head = head
         self.rest = rest
+        self.own = own
 
     def read(self, n: int = -1) -> bytes:
         if self.head:
@@ -428,6 +488,8 @@ class _Replay:
 
     def close(self) -> None:
         self.head = b""
+        if self.own:
+            self.rest.close()
 
     def __enter__(self) -> _Replay:
         return self
@@ -523,6 +585,11 @@ def _open_source(path: str) -> Any:
         stdin_state["opened"] = True
         stream: Any = _Replay(head, _StdinPipe(sys.stdin.buffer))
         return GzipStream(stream) if head.startswith(_GZIP_MAGIC) else stream
+    if is_url(path):
+        remote = _open_url(path)
+        head = remote.read(2)
+        stream = _Replay(head, remote, own=True)
+        return GzipStream(stream) if head == _GZIP_MAGIC else stream
     f = open(path, "rb")  # noqa: SIM115
     try:
         magic = f.peek(2)[:2]  # no seek: a named pipe (``<(zcat ...)``) reads too
