@@ -275,6 +275,41 @@ def test_sensors_are_networks_of_their_own_on_the_cluster(tmp_path: Path, cluste
         assert mine == notices(alone)
 
 
+def day_files(root: Path) -> dict[str, list[str]]:
+    return {str(p.relative_to(root)): body(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_one_notice_log_per_sensor_and_day(tmp_path: Path, cluster: str) -> None:
+    """--split-days: OUT/<sensor>/<YYYY-MM-DD>/notice.log, the same files from one process and the cluster,
+    together the rows of the one merged notice log, each in its UTC day; a run that fails (--strict on the
+    malformed line) leaves no folder behind."""
+    import datetime as dt
+
+    archive = tmp_path / "archive"
+    _sensor_archive(archive)
+    merged = tmp_path / "merged.log"
+    assert run_cli("score", str(archive), "-o", str(merged), "-q").returncode == 0
+    outs = {}
+    for name, extra in (("one", []), ("many", ["--cluster", cluster])):
+        r = run_cli("score", str(archive), "-o", str(tmp_path / name), "--split-days", "-q", *extra)
+        assert r.returncode == 0, r.stderr
+        outs[name] = day_files(tmp_path / name)
+    assert outs["one"] == outs["many"]
+    assert len(outs["one"]) >= 2, outs["one"].keys()
+    rows = []
+    for rel in outs["one"]:
+        sensor, day, name = rel.split("/")
+        assert name == "notice.log"
+        for row in notices(tmp_path / "one" / rel):
+            assert row["peer_descr"] == sensor
+            assert dt.datetime.fromtimestamp(float(row["ts"]), dt.UTC).strftime("%Y-%m-%d") == day
+            rows.append(row)
+    assert sorted(map(str, rows)) == sorted(map(str, notices(merged)))
+    failed = run_cli("score", str(archive), "-o", str(tmp_path / "failed"), "--split-days", "--strict")
+    assert failed.returncode == 4, failed.stderr
+    assert not (tmp_path / "failed").exists()
+
+
 def test_sensor_from_names_sensors_by_path(tmp_path: Path) -> None:
     """--sensor-from: a regular expression over the path gives the same sensors as the archive's folders;
     one that does not match a file, or is not a regular expression, is one line naming it (exit 2)."""

@@ -180,6 +180,7 @@ def _score_cmd(args: argparse.Namespace, model, threshold, options, engine) -> i
             engine=engine,
             sensor_from=args.sensor_from,
             sensor_runner=runner,
+            split_days=args.split_days,
             **options,
         )
     except SourceError as e:
@@ -619,6 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="name each file's sensor by this regular expression over its path (its 'sensor' or first group): "
         "each sensor is scored as a network of its own, its notices name it in peer_descr (default: the folders "
         "of an archive of several sensors, ARCHIVE/<sensor>/<YYYY-MM-DD>/conn.*.log.gz)",
+    )
+    score.add_argument(
+        "--split-days",
+        action="store_true",
+        help="-o names a folder that gets one notice log per sensor and day: OUT/<sensor>/<YYYY-MM-DD>/notice.log "
+        "(UTC days; OUT/<YYYY-MM-DD>/notice.log from one sensor), each written whole or not at all",
     )
     add_notice_options(score)
     # --- issue 14: a Dask cluster

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -57,15 +59,15 @@ class ScoreSummary:
         }
 
 
-def _progress(enabled: bool | None) -> Any:
-    """A tqdm counter on a terminal, nothing otherwise."""
+def _progress(enabled: bool | None, unit: str = " conn", total: int | None = None) -> Any:
+    """A tqdm counter (a bar with ``total``) on a terminal, nothing otherwise."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(unit=" conn", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(unit=unit, unit_scale=total is None, total=total, file=sys.stderr, dynamic_ncols=True)
 
 
 def score_logs(
@@ -92,6 +94,7 @@ def score_logs(
     engine: Engine | None = None,
     sensor_from: str | None = None,
     sensor_runner: SensorRunner | None = None,
+    split_days: bool = False,
 ) -> ScoreSummary:
     """Score every connection of ``inputs`` and write the notices to ``notice_out``.
 
@@ -107,6 +110,11 @@ def score_logs(
     ``json_ts`` ``"auto"`` follow how the inputs are written (:func:`~zeek_ml.sinks.logs.logs.match_sensor`).
     ``engine`` (issue 14) computes the verdicts of the batches read, in order, elsewhere (a Dask
     cluster: :class:`~zeek_ml.services.distributed.ClusterEngine`); by default one :class:`Scorer` here.
+    ``sensor_from`` names sensors (:func:`~zeek_ml.sources.files.sensor_groups`); several sensors are
+    scored each on its own, by ``sensor_runner`` where given (a Dask cluster:
+    :class:`~zeek_ml.services.distributed.SensorTasks`). ``split_days``: ``notice_out`` is a directory
+    that gets one notice log per sensor and day, ``<sensor>/<YYYY-MM-DD>/notice.log`` (UTC days of the
+    notices' ``ts``; without sensors ``<YYYY-MM-DD>/notice.log``), as Zeek archives its logs.
 
     Outputs are written safely (:mod:`zeek_ml.formats.safeio`): an output that is also an input is refused,
     each file is written under a temporary name and renamed into place only when the whole run
@@ -115,12 +123,15 @@ def score_logs(
     """
     groups = sensor_groups(inputs, sensor_from=sensor_from, source=source)
     files = [f for _, group in groups for f in group]
-    check_outputs({"-o": notice_out, "--all": all_out, "--rejects": rejects_out}, files)
+    check_outputs({"-o": None if split_days else notice_out, "--all": all_out, "--rejects": rejects_out}, files)
     if "auto" in (fmt, json_ts):
         fmt, json_ts = match_sensor(fmt, json_ts, [sniff_format(os.fspath(f)) for f in files])
     sensors = groups[0][0] is not None
-    if sensors and fmt == "eve":
-        raise SourceError("several sensors: their notices are written as a Zeek notice log (--format tsv or json)")
+    if (sensors or split_days) and fmt == "eve":
+        what = "one notice log per day" if split_days else "several sensors"
+        raise SourceError(f"{what}: the notices are written as Zeek notice logs (--format tsv or json)")
+    if split_days:
+        _check_split_dir(notice_out)
     options = {
         "strict": strict,
         "fields": fields,
@@ -136,8 +147,14 @@ def score_logs(
         "local_discovery": local_discovery,
     }
     outputs: list[Output] = []
+    write_notices: Any = None
     try:
-        notice_file = _open(notice_out, outputs)
+        notice_file = None if split_days else _open(notice_out, outputs)
+        write_notices = (
+            _DayFiles(os.fspath(notice_out), fmt, json_ts, outputs)
+            if split_days
+            else _Merged(notice_file, fmt, json_ts)
+        )
         all_file = _open(all_out, outputs) if all_out is not None else None
         if rejects_out is not None:
             rejects = RejectLog(strict=strict, target=_open(rejects_out, outputs))
@@ -149,7 +166,7 @@ def score_logs(
                     groups,
                     model,
                     threshold,
-                    notice_file,
+                    write_notices,
                     all_file,
                     rejects,
                     fmt=fmt,
@@ -160,13 +177,18 @@ def score_logs(
                     **options,
                 )
             else:
-                sinks = _notice_sinks(notice_file, all_file, fmt, json_ts, notice_options)
+                collect: list[_Collect] = []
+                sinks = _notice_sinks(
+                    notice_file, all_file, fmt, json_ts, notice_options, collect if split_days else None
+                )
                 summary = _score(
                     files, Scorer(model, threshold), sinks, rejects, progress=progress, engine=engine, **options
                 )
                 for sink in sinks:
                     sink.close()
                 summary.notices = int(getattr(sinks[0], "notices", 0))
+                if split_days:
+                    write_notices([f for c in collect for f in c.frames], collect[0].fields)
         finally:
             rejects.close()
         for out in outputs:  # all made durable first: a failure there replaces none of the targets
@@ -176,6 +198,8 @@ def score_logs(
     except BaseException:
         for out in outputs:
             out.discard()
+        if isinstance(write_notices, _DayFiles):
+            write_notices.remove_made()
         raise
     return summary
 
@@ -205,7 +229,7 @@ class _Collect:
 
     def write(self, frame: Any) -> int:
         if len(frame):
-            self.frames.append(frame.assign(peer_descr=self.sensor))
+            self.frames.append(frame.assign(peer_descr=self.sensor) if self.sensor else frame.copy())
         return len(frame)
 
     def close(self, close_time: float | None = None) -> None:
@@ -272,7 +296,7 @@ def _score_sensors(
     groups: list[tuple[Any, list[str]]],
     model: Any,
     threshold: float | None,
-    notice_file: Output,
+    write_notices: Callable[[list[Any], list[tuple[str, str]]], None],
     all_file: Output | None,
     rejects: RejectLog,
     *,
@@ -287,8 +311,6 @@ def _score_sensors(
     one sensor's own order kept, ties in sensor order), each naming its sensor in ``peer_descr`` as a Zeek
     cluster names the node that raised a notice. ``--all`` holds conn.log's standard columns, sensor after
     sensor; ``--rejects`` too."""
-    import pandas as pd
-
     started = time.perf_counter()
     all_sink = EnrichedSink(file_writer(all_file, fmt, json_ts), keep_extra=False) if all_file is not None else None
     keep = rejects.writes
@@ -302,7 +324,7 @@ def _score_sensors(
     else:
         results = (
             score_sensor(
-                str(sensor),
+                "" if sensor is None else str(sensor),
                 group,
                 model,
                 threshold,
@@ -317,7 +339,10 @@ def _score_sensors(
     summary = ScoreSummary()
     frames: list[Any] = []
     columns: list[tuple[str, str]] = []
+    bar = _progress(progress, " sensor", len(groups)) if runner is not None else None
     for result in results:
+        if bar is not None:
+            bar.update(1)
         frames.extend(result.notices)
         columns = columns or result.fields
         rejects.write_lines(result.rejects)
@@ -325,16 +350,89 @@ def _score_sensors(
             setattr(summary, name, getattr(summary, name) + getattr(result.summary, name))
         summary.first_rejects.extend(result.summary.first_rejects)
         rejects.count += result.summary.rejected
+    if bar is not None:
+        bar.close()
     del summary.first_rejects[rejects.keep :]
-    writer = file_writer(notice_file, fmt, json_ts)("notice", columns or _notice_fields(notice_options))
-    if frames:
-        merged = pd.concat(frames, ignore_index=True)
-        writer.write(merged.iloc[merged["ts"].argsort(kind="stable")])
-    writer.close()
+    write_notices(frames, columns or _notice_fields(notice_options))
     if all_sink is not None:
         all_sink.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _by_time(frames: list[Any]) -> Any:
+    """The notice rows of every sensor in one frame, by time (stable: one sensor's order kept, ties in sensor
+    order); None without rows."""
+    import pandas as pd
+
+    if not frames:
+        return None
+    merged = pd.concat(frames, ignore_index=True)
+    return merged.iloc[merged["ts"].argsort(kind="stable")]
+
+
+class _Merged:
+    """Notices into one notice log, by time."""
+
+    def __init__(self, target: Output | None, fmt: str, json_ts: str):
+        self.target, self.fmt, self.json_ts = target, fmt, json_ts
+
+    def __call__(self, frames: list[Any], columns: list[tuple[str, str]]) -> None:
+        writer = file_writer(self.target, self.fmt, self.json_ts)("notice", columns)  # type: ignore[arg-type]
+        rows = _by_time(frames)
+        if rows is not None:
+            writer.write(rows)
+        writer.close()
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
+
+
+class _DayFiles:
+    """Notices into ``DIR/<sensor>/<YYYY-MM-DD>/notice.log`` (UTC days), each file written atomically with
+    the run's other outputs; the folders this run made are removed again if it fails."""
+
+    def __init__(self, root: str, fmt: str, json_ts: str, outputs: list[Output]):
+        self.root, self.fmt, self.json_ts, self.outputs = root, fmt, json_ts, outputs
+        self.made: list[str] = []
+
+    def _mkdirs(self, path: str) -> None:
+        missing = []
+        while path and not os.path.isdir(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        for folder in reversed(missing):
+            os.mkdir(folder)
+            self.made.append(folder)
+
+    def __call__(self, frames: list[Any], columns: list[tuple[str, str]]) -> None:
+        import pandas as pd
+
+        self._mkdirs(self.root)
+        rows = _by_time(frames)
+        if rows is None:
+            return
+        day = pd.to_datetime(rows["ts"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
+        sensor = rows["peer_descr"].fillna("") if "peer_descr" in rows else pd.Series("", index=rows.index)
+        for (name, date), part in rows.groupby([sensor, day], sort=True):
+            folder = os.path.join(self.root, *([_UNSAFE.sub("_", name).lstrip(".") or "_"] if name else []), date)
+            self._mkdirs(folder)
+            writer = file_writer(_open(os.path.join(folder, "notice.log"), self.outputs), self.fmt, self.json_ts)
+            w = writer("notice", columns)
+            w.write(part)
+            w.close()
+
+    def remove_made(self) -> None:
+        for folder in reversed(self.made):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
+
+def _check_split_dir(path: str | os.PathLike[str]) -> None:
+    """``-o`` of a run split by day must be a directory (or not exist yet)."""
+    path = os.fspath(path)
+    if path == "-" or (os.path.lexists(path) and not os.path.isdir(path)):
+        raise SourceError(f"{path}: --split-days writes a folder of notice logs; -o must name a directory")
 
 
 def _notice_fields(notice_options: dict[str, Any]) -> list[tuple[str, str]]:
@@ -356,13 +454,26 @@ def _open(path: str | os.PathLike[str], outputs: list[Output]) -> Output:
 
 
 def _notice_sinks(
-    notice_file: Output, all_file: Output | None, fmt: str, json_ts: str, notice_options: dict[str, Any]
+    notice_file: Output | None,
+    all_file: Output | None,
+    fmt: str,
+    json_ts: str,
+    notice_options: dict[str, Any],
+    collect: list[_Collect] | None = None,
 ) -> list[Sink]:
-    """The notice sink (a Zeek notice log, or Suricata eve alerts) and, with ``--all``, the enriched conn log."""
-    if fmt == "eve":
+    """The notice sink (a Zeek notice log, or Suricata eve alerts; into ``collect`` where given) and, with
+    ``--all``, the enriched conn log."""
+    if collect is not None:
+
+        def keep(path: str, columns: Any) -> Any:
+            collect.append(_Collect("", columns))
+            return collect[-1]
+
+        notice_sink: Any = build_notice_sink(keep, **notice_options)
+    elif fmt == "eve":
         from zeek_ml.sinks.eve import EveAlertSink
 
-        notice_sink: Any = EveAlertSink(notice_file, **notice_options)
+        notice_sink = EveAlertSink(notice_file, **notice_options)
         fmt = "json"  # for --all: an enriched conn log has no eve form
     else:
         notice_sink = build_notice_sink(file_writer(notice_file, fmt, json_ts), **notice_options)
