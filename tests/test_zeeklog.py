@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from tests.conftest import SAMPLE_LOGS, TEST_DATA
 from zeek_ml.formats.escape import escape, unescape
 from zeek_ml.formats.schema import CONN_FIELDS
 from zeek_ml.formats.writer import ZeekLogWriter
-from zeek_ml.sources.files import expand_sources, iter_batches, read_frames
+from zeek_ml.sources.files import expand_sources, iter_batches, read_frames, sensor_groups
 from zeek_ml.sources.reading import MalformedLineError, ReadStats, RejectLog, SourceError
 
 CONN_NAMES = [n for n, _ in CONN_FIELDS]
@@ -106,6 +107,26 @@ def test_rotated_directory_reads_in_time_order() -> None:
     frame = read_frames(ZEEK7 / "rotated")
     assert frame["ts"].is_monotonic_increasing
     assert frame["uid"].is_unique
+
+
+def test_an_archive_root_reads_its_day_folders_in_time_order(tmp_path: Path) -> None:
+    """A Zeek log directory: the day folders under it are read (their rotated logs, by time across days);
+    zeekctl's ``current`` (a link to the live spool) and a link loop are not followed; one sensor."""
+    logs = tmp_path / "logs"
+    rotated = sorted((ZEEK7 / "rotated").iterdir())
+    for day, src in zip(["2015-03-30", "2015-03-30", "2015-03-31"], rotated, strict=True):
+        (logs / day).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, logs / day / src.name)
+    (tmp_path / "spool").mkdir()
+    shutil.copyfile(rotated[0], tmp_path / "spool" / "conn.log")
+    (logs / "current").symlink_to(tmp_path / "spool")
+    (logs / "2015-03-31" / "loop").symlink_to(logs)
+    files = expand_sources([logs])
+    assert [Path(f).name for f in files] == [p.name for p in rotated]
+    assert sensor_groups([logs]) == [(None, files)]
+    frame = read_frames(logs)
+    assert frame["ts"].is_monotonic_increasing and frame["uid"].is_unique
+    assert len(frame) == len(read_frames(ZEEK7 / "rotated"))
 
 
 def test_every_shared_zeek_file_reads(shared_data: Path) -> None:

@@ -1,7 +1,10 @@
 """Score on a Dask cluster, identical to one process (``zeek-ml score --workers N`` / ``--cluster ADDRESS``).
 
-What costs is per connection: the per-host context (:class:`~zeek_ml.features.context.HostContext`, a Python
-loop over rows, about 60 % of a run) and the ONNX model. What depends on everything before it stays on
+Two ways, by what the inputs hold. **Several sensors** (:class:`SensorTasks`): sensors share nothing, so
+each is one task that scores its files whole on a worker (:func:`~zeek_ml.services.score.score_sensor`) and
+the driver only merges their notices. **One stream** (:class:`ClusterEngine`, below): what costs is per
+connection, the per-host context (:class:`~zeek_ml.features.context.HostContext`) and the ONNX model
+(together about 60 % of a run on a replayed lab capture). What depends on everything before it stays on
 the driver, exactly as one process runs it: reading the inputs (the same
 :func:`~zeek_ml.sources.files.iter_batches`, so rejects, ``--strict`` and the counters are the same), the
 incident aggregation and every output. That part is serial: cheap where few connections are flagged

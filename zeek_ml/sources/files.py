@@ -100,7 +100,8 @@ def _directory_logs(
     item: str, name_re: re.Pattern[str] = _CONN_NAME, log_path: str = "conn", source: str = "auto", deep: bool = True
 ) -> list[str]:
     """The logs a directory holds: its own, else (``deep``) those of the folders under it, at any depth (a
-    Zeek archive: ``logs/2024-01-01/conn.10:00:00-11:00:00.log.gz``, several sensors' archives side by side)."""
+    Zeek archive: ``logs/2024-01-01/conn.10:00:00-11:00:00.log.gz``, several sensors' archives side by side).
+    Folders reached through a symbolic link are left out (zeekctl's ``logs/current``, the live spool)."""
     try:
         entries = sorted(os.scandir(item), key=lambda e: e.name)
     except OSError as e:
@@ -113,8 +114,8 @@ def _directory_logs(
         found = [os.path.join(item, n) for n in names if _EVE_NAME.search(n)]
     if found or not deep:
         return found
-    for entry in entries:
-        if entry.is_dir() and not entry.name.startswith("."):
+    for entry in entries:  # not through links: zeekctl's logs/current, a loop
+        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
             found.extend(_directory_logs(entry.path, name_re, log_path, source))
     return found
 
@@ -220,7 +221,8 @@ def sensor_groups(
         if item == STDIN or not os.path.isdir(item):
             continue
         subdirs = sorted(
-            (e for e in os.scandir(item) if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name
+            (e for e in os.scandir(item) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")),
+            key=lambda e: e.name,
         )
         if not subdirs or any(DAY_FOLDER.match(e.name) for e in subdirs):
             continue
