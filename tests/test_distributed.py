@@ -110,6 +110,28 @@ def test_sample_logs_local_workers(tmp_path: Path) -> None:
     assert len(body(one / "notice.log")) > 10
 
 
+def test_the_dashboard_link_is_served_while_the_job_runs(tmp_path: Path) -> None:
+    """--workers prints the dashboard's link (on 127.0.0.1) and the dashboard answers there while the job
+    runs (its input, stdin, is held open until the dashboard has answered)."""
+    import urllib.request
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zeek_ml", "score", "-", "-o", str(tmp_path / "n.log"), "--workers", "1"],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stderr is not None
+    line = proc.stderr.readline()
+    m = re.search(r"dashboard (http://127\.0\.0\.1:\d+/status)", line)
+    assert m, line + proc.stderr.read()
+    with urllib.request.urlopen(m.group(1), timeout=60) as page:
+        assert page.status == 200 and b"Dask" in page.read()
+    proc.stdin.write((SAMPLE_LOGS / "ssh_sshguess.conn.log").read_text())
+    proc.stdin.close()
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert "read 11 records" in proc.stderr.read()
+
+
 def test_test_data_on_existing_cluster(tmp_path: Path, cluster: str) -> None:
     """--cluster ADDRESS, on the real logs of tests/data (TSV, JSON, eve, gzip), cut every 500 rows, the
     speculative way (--warmup-rows): some partitions pass the check, others are re-scored."""

@@ -615,7 +615,9 @@ def dask_client(workers: int | None = None, address: str | None = None, *, quiet
         client = Client(cluster)
     try:
         if not quiet:
-            link = client.dashboard_link if (cluster is None or cluster.dashboard_link) else ""
+            # only a dashboard that is there (Dask makes up a link from its config when there is none)
+            served = "dashboard" in (client.scheduler_info().get("services") or {})
+            link = client.dashboard_link if served else ""
             threads = sum(client.nthreads().values())
             where = address or f"a local cluster of {workers} worker process(es)"
             extra = f", dashboard {link}" if link else ""
