@@ -209,7 +209,16 @@ def test_a_stopped_run_removes_its_temporary_output(tmp_path: Path, signum: int,
     """Killed (SIGTERM) or interrupted (Ctrl-C) mid-run, while stdin is still open: nothing is left."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "zeek_ml", "score", "-", "-o", "notice.log", "--all", "all.log"]
-    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+
+    def as_from_a_terminal() -> None:
+        # A command typed at a terminal gets Ctrl-C. A test suite started as a background job of a script
+        # inherits SIGINT *ignored* (POSIX shells do that to asynchronous commands), Python keeps it ignored,
+        # as it should, and the run would rightly not stop (the cause of this test's failures in fresh clones).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path, preexec_fn=as_from_a_terminal
+    )
     assert proc.stdin is not None and proc.stderr is not None
     proc.stdin.write(CONN.read_bytes())
     proc.stdin.flush()
