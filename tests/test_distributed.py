@@ -390,6 +390,29 @@ def test_archives_read_where_they_lie_over_http(tmp_path: Path, http_archive: An
     assert missing.stderr.strip() == f"zeek-ml: error: {url}north/: no such file or directory"
 
 
+def test_worker_killed_while_scoring_a_sensor(tmp_path: Path) -> None:
+    """The worker scoring the second sensor is SIGKILLed as it starts: Dask runs that sensor again on another
+    worker, and the notices and rejects are still the single process's."""
+    archive = tmp_path / "archive"
+    _sensor_archive(archive)
+    a = run_cli("score", str(archive), "-o", str(tmp_path / "one.log"), "--rejects", str(tmp_path / "one.jsonl"))
+    assert a.returncode == 0, a.stderr
+    marker = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ZEEK_ML_DASK_KILL_ONCE": f"{marker}:1"}
+    b = subprocess.run(
+        [sys.executable, "-m", "zeek_ml", "score", str(archive), "-o", str(tmp_path / "many.log"),
+         "--rejects", str(tmp_path / "many.jsonl"), "--workers", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert b.returncode == 0, b.stderr
+    killed = int(marker.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)  # that worker process is gone
+    assert "3 sensor(s) scored as tasks of their own" in b.stderr
+    assert body(tmp_path / "one.log") == body(tmp_path / "many.log")
+    assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "many.jsonl").read_bytes()
+
+
 def test_worker_killed_mid_job(tmp_path: Path) -> None:
     """A worker is SIGKILLed as it starts partition 3 (the ZEEK_ML_DASK_KILL_ONCE hook, once): Dask
     reschedules its tasks (their input rows are tasks too, so nothing is lost) and the output is the same."""

@@ -84,8 +84,8 @@ DEFAULT_PARTITION_ROWS = 50_000
 a worker holds little and a re-scored partition costs little."""
 
 KILL_ENV = "ZEEK_ML_DASK_KILL_ONCE"
-"""Test hook: ``PATH:INDEX`` makes the first worker that starts partition INDEX kill itself (SIGKILL), once
-(PATH is created to remember it was done): the job must still finish, with the same output."""
+"""Test hook: ``PATH:INDEX`` makes the first worker that starts partition (or sensor) INDEX kill itself
+(SIGKILL), once (PATH is created to remember it was done): the job must still finish, with the same output."""
 
 _CONN_COLUMNS = tuple(name for name, _ in CONN_FIELDS if name != "tunnel_parents")
 """The columns a partition carries to the cluster: conn.log's, less ``tunnel_parents`` (no feature reads
@@ -505,11 +505,15 @@ class ClusterEngine:
 # ---------------------------------------------------------------------------------------------- sensors
 
 
-def score_sensor_task(model_path: str, sha256: str, sensor: str, files: list[str], options: dict[str, Any]) -> Any:
-    """One sensor scored whole on a worker (:func:`~zeek_ml.services.score.score_sensor`): it reads its
-    files where they lie (a path every worker sees), with a context and incidents of its own."""
+def score_sensor_task(
+    model_path: str, sha256: str, index: int, sensor: str, files: list[str], options: dict[str, Any]
+) -> Any:
+    """Sensor number ``index`` scored whole on a worker (:func:`~zeek_ml.services.score.score_sensor`): it
+    reads its files where they lie (a path every worker sees, or a URL), with a context and incidents of its
+    own."""
     from zeek_ml.services.score import score_sensor
 
+    _maybe_kill(index)
     cpu = time.process_time()
     result = score_sensor(sensor, files, _worker_model(model_path, sha256), **options)
     result.summary.seconds = time.process_time() - cpu
@@ -550,6 +554,7 @@ class SensorTasks:
                 score_sensor_task,
                 path,
                 self.model.sha256,
+                i,
                 sensor,
                 files,
                 options,

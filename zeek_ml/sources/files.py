@@ -61,11 +61,11 @@ def expand_sources(
     (``conn.log``, ``conn.2024-01-01-10-00-00.log``, ``conn.10:00:00-11:00:00.log.gz``,
     ``conn__<open>__<close>__.log``), or, holding none, those of the folders under it (a Zeek
     archive's day folders); files are ordered by their ``#open`` time, else their first ``ts``.
-    A URL (fsspec: ``https://``, ``s3://``...) names a file, a glob or a folder read likewise. Explicit file names are kept as given, in that order
-    relative to the groups they came in. With ``source="suricata"`` a directory contributes
-    its eve files instead (``eve.json``, ``eve.json.1``, ``eve-*.json``, ``.gz``), ordered by
-    their first event's time; with ``auto`` it contributes its conn logs, else its eve files.
-    ``-`` stands for standard input (at most once).
+    A URL (fsspec: ``https://``, ``s3://``...) names a file, a glob or a folder read likewise.
+    Explicit file names are kept as given, in that order relative to the groups they came in. With
+    ``source="suricata"`` a directory contributes its eve files instead (``eve.json``, ``eve.json.1``,
+    ``eve-*.json``, ``.gz``), ordered by their first event's time; with ``auto`` it contributes its conn
+    logs, else its eve files. ``-`` stands for standard input (at most once).
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
