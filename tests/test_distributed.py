@@ -270,18 +270,23 @@ def notices(path: Path) -> list[dict[str, str]]:
 def test_sensors_are_networks_of_their_own_on_the_cluster(tmp_path: Path, cluster: str) -> None:
     """An archive of three sensors: each sensor is scored with its own context and incidents (one task each
     on the cluster), its notices name it in peer_descr, and the one notice log is merged by time and
-    identical to one process's; --rejects names the malformed line once."""
+    identical to one process's, as are --all and --rejects (which names the malformed line once)."""
     archive = tmp_path / "archive"
     _sensor_archive(archive)
     one, many = tmp_path / "one", tmp_path / "many"
     for out, extra in ((one, []), (many, ["--cluster", cluster])):
         out.mkdir()
-        r = run_cli("score", str(archive), "-o", str(out / "notice.log"), "--rejects", str(out / "rej.jsonl"), *extra)
+        r = run_cli(
+            "score", str(archive), "-o", str(out / "notice.log"), "--rejects", str(out / "rej.jsonl"),
+            "--all", str(out / "all.log"), *extra,
+        )  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert "read 6,041 records from 7 file(s), rejected 1," in r.stderr, r.stderr
     assert "3 sensor(s) scored as tasks of their own" in r.stderr
     assert body(one / "notice.log") == body(many / "notice.log")
     assert (one / "rej.jsonl").read_bytes() == (many / "rej.jsonl").read_bytes()
+    assert body(one / "all.log") == body(many / "all.log")  # every row, sensor after sensor
+    assert len([ln for ln in body(one / "all.log") if not ln.startswith("#")]) == 6041
     (reject,) = [json.loads(ln) for ln in (one / "rej.jsonl").read_text().splitlines()]
     assert reject["file"].endswith("west/2022-06-12/conn.22:00:00-23:00:00.log.gz") and reject["line"] > 0
     rows = notices(one / "notice.log")

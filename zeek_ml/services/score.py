@@ -13,7 +13,7 @@ from typing import Any
 
 from zeek_ml.formats.safeio import Output, check_outputs, open_output
 from zeek_ml.model.scorer import Scorer, Sink
-from zeek_ml.sinks.logs import EnrichedSink, build_notice_sink, file_writer, match_sensor
+from zeek_ml.sinks.logs import EnrichedSink, build_notice_sink, enriched_fields, file_writer, match_sensor
 from zeek_ml.sources.files import iter_batches, sensor_groups, sniff_format
 from zeek_ml.sources.reading import ReadStats, RejectLog, SourceError
 
@@ -217,6 +217,8 @@ class SensorResult:
     fields: list[tuple[str, str]]
     rejects: bytes
     summary: ScoreSummary
+    all_rows: list[Any] = field(default_factory=list)
+    """With ``keep_all``: every connection with its score, as ``--all`` writes them (batch by batch)."""
 
 
 class _Collect:
@@ -248,12 +250,14 @@ def score_sensor(
     local_nets: Any,
     notice_options: dict[str, Any],
     keep_rejects: bool,
+    keep_all: bool = False,
     progress: bool | None = None,
     extra_sinks: list[Sink] | None = None,
 ) -> SensorResult:
     """Score one sensor's files with a context and incidents of their own (in this process, or as a task
     on a Dask worker: :mod:`zeek_ml.services.distributed`). ``extra_sinks`` (the shared ``--all`` log)
-    also get every batch; ``keep_rejects`` keeps the rejected lines for ``--rejects``."""
+    also get every batch; ``keep_rejects`` keeps the rejected lines for ``--rejects``, ``keep_all`` every
+    connection with its score for ``--all`` (every row travels back: for large archives leave ``--all`` out)."""
     import io
 
     kept = io.BytesIO() if keep_rejects else None
@@ -265,6 +269,14 @@ def score_sensor(
         return collect[-1]
 
     notice_sink = build_notice_sink(factory, **notice_options)
+    every: list[_Collect] = []
+    if keep_all:
+
+        def keep(path: str, columns: Any) -> Any:
+            every.append(_Collect("", columns))
+            return every[-1]
+
+        extra_sinks = [*(extra_sinks or []), EnrichedSink(keep, keep_extra=False)]
     summary = _score(
         files,
         Scorer(model, threshold),
@@ -284,6 +296,7 @@ def score_sensor(
         collect[0].fields if collect else [],
         kept.getvalue() if kept is not None else b"",
         summary,
+        [frame[[n for n, _ in c.fields]] for c in every for frame in c.frames],
     )
 
 
@@ -314,12 +327,20 @@ def _score_sensors(
     started = time.perf_counter()
     all_sink = EnrichedSink(file_writer(all_file, fmt, json_ts), keep_extra=False) if all_file is not None else None
     keep = rejects.writes
+    all_writer = None
     if runner is not None:
-        if all_sink is not None:
-            raise SourceError("--all with several sensors is written by one process (leave out --workers/--cluster)")
+        if all_file is not None:  # the workers send every row back; written here, sensor after sensor
+            all_sink = None
+            all_writer = file_writer(all_file, fmt, json_ts)("conn", enriched_fields(None))
         results: Iterable[SensorResult] = runner(
             [(str(s), g) for s, g in groups],
-            {"threshold": threshold, "notice_options": notice_options, "keep_rejects": keep, **options},
+            {
+                "threshold": threshold,
+                "notice_options": notice_options,
+                "keep_rejects": keep,
+                "keep_all": all_writer is not None,
+                **options,
+            },
         )
     else:
         results = (
@@ -345,6 +366,9 @@ def _score_sensors(
             bar.update(1)
         frames.extend(result.notices)
         columns = columns or result.fields
+        if all_writer is not None:
+            for rows in result.all_rows:
+                all_writer.write(rows)
         rejects.write_lines(result.rejects)
         for name in ("files", "records", "rejected", "scored", "notices", "ignored_events"):
             setattr(summary, name, getattr(summary, name) + getattr(result.summary, name))
@@ -356,6 +380,8 @@ def _score_sensors(
     write_notices(frames, columns or _notice_fields(notice_options))
     if all_sink is not None:
         all_sink.close()
+    if all_writer is not None:
+        all_writer.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
