@@ -430,6 +430,29 @@ def test_so_zeek_notice_with_conn_id(so_registry: Registry, so_zeek_policy: dict
     assert result["notice"]["note"] == "SSL::Invalid_Server_Cert" and "message2" not in result
 
 
+def test_a_sensors_name_reaches_the_soc_fields(
+    so_registry: Registry, so_zeek_policy: dict, zeek_registry: Registry
+) -> None:
+    """Notices of an archive of several sensors name their sensor in peer_descr (score --sensor-from): Security
+    Onion files it as notice.peer_description, Elastic's zeek integration as zeek.notice.peer_descr."""
+    from tests.conftest import SAMPLE_LOGS, run_cli
+
+    r = run_cli(
+        "score", str(SAMPLE_LOGS / "001-zeek-scenario-malicious.labeled-conn.log.gz"),
+        str(SAMPLE_LOGS / "ssh_sshguess.conn.log"), "--sensor-from", r"sample_logs/([a-z0-9]+)[-_]",
+        "--format", "json", "-o", "-", "-q",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.splitlines()[0]
+    assert json.loads(line)["peer_descr"] == "001"
+    doc, pipeline = _so_agent(so_zeek_policy, line, "/nsm/zeek/logs/current/notice.log")
+    result = simulate(so_registry, pipeline or "", doc)
+    assert result is not None and "error" not in result
+    assert result["notice"]["peer_description"] == "001"
+    elastic = simulate(zeek_registry, "default", _zeek_case(line))
+    assert elastic is not None and elastic["zeek"]["notice"]["peer_descr"] == "001"
+
+
 def test_so_zeek_ml_log_pipeline_name(so_zeek_policy: dict) -> None:
     """``/nsm/zeek/logs/current/zeek-ml.log`` -> ``@metadata.pipeline`` = ``zeek.zeek-ml``.
 
