@@ -238,6 +238,16 @@ class _Collect:
         pass
 
 
+def _collector(into: list[_Collect], sensor: str = "") -> Any:
+    """A writer factory whose writers keep their rows (appended to ``into``) instead of writing them."""
+
+    def make(path: str, columns: Any) -> _Collect:
+        into.append(_Collect(sensor, columns))
+        return into[-1]
+
+    return make
+
+
 def score_sensor(
     sensor: str,
     files: list[str],
@@ -263,20 +273,10 @@ def score_sensor(
     kept = io.BytesIO() if keep_rejects else None
     rejects = RejectLog(strict=strict, target=kept)
     collect: list[_Collect] = []
-
-    def factory(path: str, columns: Any) -> Any:
-        collect.append(_Collect(sensor, columns))
-        return collect[-1]
-
-    notice_sink = build_notice_sink(factory, **notice_options)
+    notice_sink = build_notice_sink(_collector(collect, sensor), **notice_options)
     every: list[_Collect] = []
     if keep_all:
-
-        def keep(path: str, columns: Any) -> Any:
-            every.append(_Collect("", columns))
-            return every[-1]
-
-        extra_sinks = [*(extra_sinks or []), EnrichedSink(keep, keep_extra=False)]
+        extra_sinks = [*(extra_sinks or []), EnrichedSink(_collector(every), keep_extra=False)]
     summary = _score(
         files,
         Scorer(model, threshold),
@@ -325,13 +325,13 @@ def _score_sensors(
     cluster names the node that raised a notice. ``--all`` holds conn.log's standard columns, sensor after
     sensor; ``--rejects`` too."""
     started = time.perf_counter()
-    all_sink = EnrichedSink(file_writer(all_file, fmt, json_ts), keep_extra=False) if all_file is not None else None
     keep = rejects.writes
-    all_writer = None
+    all_sink = all_writer = None
+    if all_file is not None and runner is None:  # one --all log the sensors write in turn
+        all_sink = EnrichedSink(file_writer(all_file, fmt, json_ts), keep_extra=False)
+    elif all_file is not None:  # the workers send every row back; written here, sensor after sensor
+        all_writer = file_writer(all_file, fmt, json_ts)("conn", enriched_fields(None))
     if runner is not None:
-        if all_file is not None:  # the workers send every row back; written here, sensor after sensor
-            all_sink = None
-            all_writer = file_writer(all_file, fmt, json_ts)("conn", enriched_fields(None))
         results: Iterable[SensorResult] = runner(
             [(str(s), g) for s, g in groups],
             {
@@ -463,14 +463,9 @@ def _check_split_dir(path: str | os.PathLike[str]) -> None:
 
 def _notice_fields(notice_options: dict[str, Any]) -> list[tuple[str, str]]:
     """The notice log's columns where no sensor raised a notice (the sink's own, from an empty run)."""
-    fields: list[tuple[str, str]] = []
-
-    def factory(path: str, columns: Any) -> Any:
-        fields.extend(columns)
-        return _Collect("", columns)
-
-    build_notice_sink(factory, **notice_options).close()
-    return fields
+    kept: list[_Collect] = []
+    build_notice_sink(_collector(kept), **notice_options).close()
+    return kept[0].fields
 
 
 def _open(path: str | os.PathLike[str], outputs: list[Output]) -> Output:
@@ -490,12 +485,7 @@ def _notice_sinks(
     """The notice sink (a Zeek notice log, or Suricata eve alerts; into ``collect`` where given) and, with
     ``--all``, the enriched conn log."""
     if collect is not None:
-
-        def keep(path: str, columns: Any) -> Any:
-            collect.append(_Collect("", columns))
-            return collect[-1]
-
-        notice_sink: Any = build_notice_sink(keep, **notice_options)
+        notice_sink: Any = build_notice_sink(_collector(collect), **notice_options)
     elif fmt == "eve":
         from zeek_ml.sinks.eve import EveAlertSink
 

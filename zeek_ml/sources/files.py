@@ -107,18 +107,28 @@ def _directory_logs(
         entries = sorted(os.scandir(item), key=lambda e: e.name)
     except OSError as e:
         raise SourceError(f"{item}: {e.strerror or e}") from e
-    names = [e.name for e in entries if e.is_file()]
-    found: list[str] = []
-    if source != "suricata":
-        found = [os.path.join(item, n) for n in names if name_re.search(n) and _LOG_SUFFIX.search(n)]
-    if source == "suricata" or (source == "auto" and not found and log_path == "conn"):
-        found = [os.path.join(item, n) for n in names if _EVE_NAME.search(n)]
+    found = _pick_logs([e.path for e in entries if e.is_file()], name_re, log_path, source)
     if found or not deep:
         return found
     for entry in entries:  # not through links: zeekctl's logs/current, a loop
         if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
             found.extend(_directory_logs(entry.path, name_re, log_path, source))
     return found
+
+
+def _pick_logs(paths: list[str], name_re: re.Pattern[str], log_path: str, source: str) -> list[str]:
+    """Of ``paths`` (one folder's files, or every file under a URL), those whose file name says they are
+    ``log_path`` logs; with ``source="suricata"``, or ``auto`` and no conn log among them, the eve files."""
+    found: list[str] = []
+    if source != "suricata":
+        found = [p for p in paths if name_re.search(_basename(p)) and _LOG_SUFFIX.search(_basename(p))]
+    if source == "suricata" or (source == "auto" and not found and log_path == "conn"):
+        found = [p for p in paths if _EVE_NAME.search(_basename(p))]
+    return found
+
+
+def _basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
 
 
 def is_url(path: str) -> bool:
@@ -147,11 +157,7 @@ def _url_logs(item: str, name_re: re.Pattern[str], log_path: str, source: str) -
             if not found:
                 raise SourceError(f"{item}: no file matches")
         elif fs.isdir(path):
-            below = fs.find(path)
-            found = [] if source == "suricata" else [p for p in below if name_re.search(p.rsplit("/", 1)[-1])]
-            found = [p for p in found if _LOG_SUFFIX.search(p)]
-            if source == "suricata" or (source == "auto" and not found and log_path == "conn"):
-                found = [p for p in below if _EVE_NAME.search(p.rsplit("/", 1)[-1])]
+            found = _pick_logs(fs.find(path), name_re, log_path, source)
             if not found:
                 what = "eve.json files" if source == "suricata" else f"{log_path} logs"
                 raise SourceError(f"{item}: no {what} under this URL")
