@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -114,9 +115,10 @@ class NoticePolicy:
         if self.profile is not None and self.profile.thresholds:
             floor = min([floor, *self.profile.thresholds.values()])
         idx = np.flatnonzero(scores >= floor)
+        conns = verdicts.conns
         if not self.local_discovery and len(idx):
-            idx = idx[~local_discovery(verdicts.conns.iloc[idx])]
-        sub = verdicts.conns.iloc[idx]
+            idx = idx[~local_discovery(_rows(conns, ("id.resp_h", "id.resp_p", "proto"), idx))]
+        sub = conns.iloc[idx] if self.profile is not None else _rows(conns, DIRECTION_FIELDS, idx)
         direction = directions(sub, self.nets)
         threshold = np.full(len(idx), float(verdicts.threshold))
         pattern = np.full(len(idx), -1, dtype=np.int64)
@@ -303,8 +305,26 @@ class Incident:
         return severity(self.direction, self.family, hosts=hosts, ports=len(self.ports), conns=self.n)
 
 
+DIRECTION_FIELDS = ("id.orig_h", "id.resp_h", "local_orig", "local_resp")
+_BATCH_FIELDS = ("id.orig_h", "id.resp_h", "id.resp_p", "proto", "uid")
+
+
+def _rows(conns: pd.DataFrame, names: Sequence[str], idx: np.ndarray) -> pd.DataFrame:
+    """Rows ``idx`` of the columns ``names`` that ``conns`` has (not a copy of every column)."""
+    return conns[[c for c in names if c in conns.columns]].iloc[idx]
+
+
 def _texts(values: pd.Series) -> np.ndarray:
-    return values.astype(object).where(values.notna(), "-").astype(str).to_numpy()
+    """Each value as text, ``-`` where unset (object array).
+
+    Typed columns are converted one distinct value at a time (``pd.factorize``), the same text
+    for the same value, without a Python object per row from Arrow-backed columns.
+    """
+    if values.dtype == object:
+        return values.astype(object).where(values.notna(), "-").astype(str).to_numpy()
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    table = pd.Series(uniques, dtype=values.dtype).astype(object).astype(str).to_numpy()
+    return np.append(table, "-")[codes]
 
 
 def max_open_incidents() -> int:
@@ -345,8 +365,7 @@ class _Batch:
         self.cand = cand
         self.raw = raw
         m = len(cand.idx)
-        conns = verdicts.conns.iloc[cand.idx]
-        self.conns = conns
+        conns = _rows(verdicts.conns, _BATCH_FIELDS, cand.idx)
         self.orig = _texts(conns["id.orig_h"]) if m else np.array([], dtype=object)
         self.resp = _texts(conns["id.resp_h"]) if m else np.array([], dtype=object)
         self.ports = (_texts(conns["id.resp_p"]) + "/" + _texts(conns["proto"])) if m else np.array([], dtype=object)
@@ -365,6 +384,7 @@ class _Batch:
         """Rows of the current epoch in this batch: data time is monotone within it."""
         self.epochs: list[int] = []
         self.wm = np.empty(0)
+        self._lists()
         sink.connections += m
 
     # ------------------------------------------------------------------ time
@@ -398,12 +418,15 @@ class _Batch:
         self.epochs = [p for p, kind, *_ in events if kind == "epoch"] + [len(self.raw)]
         self.seg = (0, self.epochs[0])
         e = 0
+        times_at, wm_at = times.tolist(), self.wm.tolist()  # Python floats: no numpy scalar per row
+        held_at = held.tolist() if held is not None else None
+        join = self._join
         for j, p in enumerate(self.cand.idx.tolist()):
             while e < len(events) and events[e][0] <= p:
                 self._event(*events[e])
                 e += 1
-            if held is None or not held[p]:
-                self._join(j, float(times[p]), float(self.wm[p]), p)
+            if held_at is None or not held_at[p]:
+                join(j, times_at[p], wm_at[p], p)
         for event in events[e:]:
             self._event(*event)
         self._sweep(float(self.wm[-1]))
@@ -466,33 +489,60 @@ class _Batch:
         return inc
 
     def _join(self, j: int, t: float, wm: float, pos: int) -> None:
-        """Flagged row ``j`` (of the candidates) joins its incident; ``t`` its time, ``wm`` data time."""
-        self._sweep(wm)
-        anchor = t if math.isfinite(t) else (wm if math.isfinite(wm) else 0.0)  # 0: no ts read yet at all
-        inc = self._incident(
-            str(self.keys[j]), str(self.cand.direction[j]), str(self.family[j]), bool(self.by_dst[j]), anchor, pos
-        )
+        """Flagged row ``j`` (of the candidates) joins its incident; ``t`` its time, ``wm`` data time.
+
+        The hot loop of the sink (a row at a time, in log order): it reads the batch's columns as
+        Python lists (:meth:`_lists`) and looks at the oldest open incident before sweeping.
+        """
+        sink = self.sink
+        heap = sink._heap
+        if heap and heap[0][0] < wm - sink.interval:  # else nothing is due: the heap's top is the oldest anchor
+            self._sweep(wm)
+        key = self._keys[j]
+        inc = sink.open.get(key)
+        if inc is None:
+            anchor = t if math.isfinite(t) else (wm if math.isfinite(wm) else 0.0)  # 0: no ts read yet at all
+            inc = self._incident(key, self._direction[j], self._family[j], self._by_dst[j], anchor, pos)
+        else:
+            self.last_row[key] = pos
         inc.n += 1
         if self.uids is not None:
             inc.uids = inc.uids if inc.uids is not None else []
             inc.uids.append(self.uids[j])
         if math.isfinite(t):
-            inc.first_ts, inc.last_ts = min(inc.first_ts, t), max(inc.last_ts, t)
-        score = float(self.scores[j])
+            if t < inc.first_ts:
+                inc.first_ts = t
+            if t > inc.last_ts:
+                inc.last_ts = t
+        score = self._scores[j]
         if score > inc.top_score:
             inc.top_score = score
             if inc.best < 0:
                 self.touched.append(inc)
             inc.best = j
-        inc.threshold = min(inc.threshold, float(self.cand.threshold[j]))
-        inc.add("srcs", str(self.orig[j]))
-        inc.add("dsts", str(self.resp[j]))
-        inc.add("ports", str(self.ports[j]))
-        pattern = int(self.cand.pattern[j])
+        threshold = self._threshold[j]
+        if threshold < inc.threshold:
+            inc.threshold = threshold
+        for name, members, value in (("srcs", inc.srcs, self._orig[j]), ("dsts", inc.dsts, self._resp[j]),
+                                     ("ports", inc.ports, self._ports[j])):  # fmt: skip
+            if value not in members:  # Incident.add
+                if len(members) >= MAX_MEMBERS:
+                    inc.capped.add(name)
+                else:
+                    members.add(value)
+        pattern = self._pattern[j]
         if pattern < 0:
             inc.unexplained += 1
         else:
             inc.patterns.add(pattern)
+
+    def _lists(self) -> None:
+        """The candidates' columns as Python lists, for :meth:`_join`."""
+        self._keys, self._direction = self.keys.tolist(), [str(d) for d in self.cand.direction.tolist()]
+        self._family, self._by_dst = [str(f) for f in self.family.tolist()], self.by_dst.tolist()
+        self._scores, self._threshold = self.scores.tolist(), self.cand.threshold.astype(float).tolist()
+        self._orig, self._resp = [str(v) for v in self.orig.tolist()], [str(v) for v in self.resp.tolist()]
+        self._ports, self._pattern = [str(v) for v in self.ports.tolist()], self.cand.pattern.astype(int).tolist()
 
     def _absorb(self, rec: Incident, t: float, wm: float, pos: int) -> None:
         """A held connection from an earlier batch (see :meth:`_record`) joins its incident at time ``t``."""

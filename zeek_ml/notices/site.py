@@ -56,6 +56,8 @@ def _flag(conns: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     col = conns[name]
     known = col.notna().to_numpy(copy=True)
+    if pd.api.types.is_bool_dtype(col.dtype):  # Zeek's bool column as read: no Python object per row
+        return col.to_numpy(dtype=bool, na_value=False, copy=True), known
     value = col.astype(object).where(col.notna(), False).astype(bool).to_numpy(copy=True)
     return value, known
 
@@ -119,12 +121,17 @@ def local_discovery(conns: pd.DataFrame) -> np.ndarray:
     """Rows that are link-local discovery chatter: UDP to a multicast or broadcast address on a
     discovery/naming port (mDNS, LLMNR, NetBIOS, SSDP, WS-Discovery, DHCP). Nobody answers them
     by design, so they end ``S0`` like an unanswered probe, but no attacker sends them inbound."""
+    out = np.zeros(len(conns), dtype=bool)
     if not len(conns):
-        return np.zeros(0, dtype=bool)
-    resp = conns["id.resp_h"].astype(str).str.lower()
+        return out
+    port = pd.to_numeric(conns["id.resp_p"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    udp = (conns["proto"].astype(str) == "udp").to_numpy()
+    rows = np.flatnonzero(udp & np.isin(port, list(LOCAL_DISCOVERY_PORTS)))  # the address is read for these only
+    if not len(rows):
+        return out
+    resp = conns["id.resp_h"].iloc[rows].astype(str).str.lower()
     first = pd.to_numeric(resp.str.extract(r"^(\d+)\.", expand=False), errors="coerce")
     multicast = first.between(224, 239).to_numpy() | resp.str.startswith("ff").to_numpy()
     broadcast = resp.str.endswith(".255").to_numpy()
-    port = pd.to_numeric(conns["id.resp_p"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    udp = (conns["proto"].astype(str) == "udp").to_numpy()
-    return udp & (multicast | broadcast) & np.isin(port, list(LOCAL_DISCOVERY_PORTS))
+    out[rows] = multicast | broadcast
+    return out

@@ -54,19 +54,39 @@ class LocalNets:
     def classify(self, addrs: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         """(is_local, is_group) bool arrays: inside a local net; multicast or broadcast.
 
-        Parses each distinct address once (``pd.factorize``), not once per row.
+        Parses each distinct address once (``pd.factorize``, which Arrow-backed text does without a
+        Python string per row), and remembers the answers for the next batches (:data:`CACHE_SIZE`).
         """
-        codes, uniques = pd.factorize(addrs.astype(object), use_na_sentinel=True)
-        nets = self._networks()
-        broadcasts = {n.broadcast_address for n in nets if n.version == 4 and n.prefixlen < 31}
+        codes, uniques = pd.factorize(addrs if addrs.dtype != object else addrs.astype(object), use_na_sentinel=True)
+        cache = _CACHE.setdefault(self.nets, {})
+        if len(cache) > CACHE_SIZE:
+            cache.clear()
+        nets: list | None = None
         local_u = np.zeros(len(uniques) + 1, dtype=bool)  # last slot: missing address
         group_u = np.zeros(len(uniques) + 1, dtype=bool)
         for i, text in enumerate(uniques):
-            try:
-                ip = ipaddress.ip_address(str(text))
-            except ValueError:
-                continue
-            local_u[i] = any(ip in n for n in nets if n.version == ip.version)
-            group_u[i] = ip.is_multicast or ip in broadcasts or str(ip) == "255.255.255.255"
+            text = str(text)
+            known = cache.get(text)
+            if known is None:
+                if nets is None:
+                    nets = self._networks()
+                known = cache[text] = _classify(text, nets)
+            local_u[i], group_u[i] = known
         codes = np.where(codes < 0, len(uniques), codes)
         return local_u[codes], group_u[codes]
+
+
+CACHE_SIZE = 1 << 16
+"""Distinct addresses whose answers :meth:`LocalNets.classify` keeps (then it starts afresh)."""
+_CACHE: dict[tuple[str, ...], dict[str, tuple[bool, bool]]] = {}
+
+
+def _classify(text: str, nets: list) -> tuple[bool, bool]:
+    """(is_local, is_group) of one address's text; (False, False) for text that is no address."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return False, False
+    broadcasts = {n.broadcast_address for n in nets if n.version == 4 and n.prefixlen < 31}
+    local = any(ip in n for n in nets if n.version == ip.version)
+    return local, ip.is_multicast or ip in broadcasts or str(ip) == "255.255.255.255"
