@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -83,8 +84,16 @@ class FeatureSpec:
         return len(self.features)
 
     def index(self, name: str) -> int:
-        """Column index of a feature."""
-        return self.names.index(name)
+        """Column index of a feature (ValueError if the spec has none of that name)."""
+        try:
+            return self._positions[name]
+        except KeyError:
+            raise ValueError(f"{name!r} is not a feature of {self.name}") from None
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        """Name -> column, computed once (explanations look features up per row)."""
+        return {f.name: i for i, f in reversed(list(enumerate(self.features)))}  # the first of a name wins
 
     def to_dict(self) -> dict:
         """Plain-data form."""
