@@ -435,9 +435,19 @@ def compute_features(
     if diffs:
         raise ValueError("compute_features implements " + code_spec.name + ": " + "; ".join(diffs))
     if code_spec is CONTEXT_SPEC:
-        base = compute_features(frame, FEATURE_SPEC)
+        nb = len(FEATURE_SPEC)
+        out = np.empty((len(frame), len(CONTEXT_SPEC)), dtype=np.float32)
+        _per_connection(frame, FEATURE_SPEC, out[:, :nb])
         temporal = (context if context is not None else HostContext()).update(frame)
-        return np.ascontiguousarray(np.hstack([base, temporal.to_numpy(dtype=np.float32)]))
+        out[:, nb:] = temporal.to_numpy()  # float64 -> float32 as to_numpy(dtype=float32) rounds
+        return out
+    out = np.empty((len(frame), len(spec)), dtype=np.float32)
+    _per_connection(frame, spec, out)
+    return out
+
+
+def _per_connection(frame: pd.DataFrame, spec: FeatureSpec, into: np.ndarray) -> None:
+    """The per-connection columns of ``spec`` (conn-v1's) written into ``into`` [N, F] (a view)."""
     n = len(frame)
     cols: dict[str, np.ndarray] = {}
 
@@ -510,9 +520,9 @@ def compute_features(
     cols["local_orig"] = _tristate(frame, "local_orig")
     cols["local_resp"] = _tristate(frame, "local_resp")
 
-    # fill feature-major (contiguous writes), then one transposing copy
+    # fill feature-major (contiguous writes), then one transposing copy into the output
     out_t = np.empty((len(spec), n), dtype=np.float32)
     for j, f in enumerate(spec.features):
         v = cols[f.name]
         out_t[j] = v.table[v.codes] if isinstance(v, _Gather) else v
-    return np.ascontiguousarray(out_t.T)
+    into[:] = out_t.T
