@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLE_LOGS, run_cli
+from tests.conftest import ROOT, SAMPLE_LOGS, TEST_DATA, run_cli
 from zeek_ml.formats.schema import NOTICE_FIELDS
 from zeek_ml.notices.notice import NOTE, NOTICE_LOG_FIELDS
 from zeek_ml.sources.files import read_frames
@@ -142,3 +142,19 @@ def test_info_prints_the_card_essentials() -> None:
         assert word in result.stdout
     card = json.loads(run_cli("info", str(MODEL), "--json").stdout)
     assert card["threshold"] == pytest.approx(float(card["threshold"]))
+
+
+def test_threads_one_and_two_write_the_same_notices(tmp_path: Path) -> None:
+    """``--threads 2`` (the model in a thread of its own) writes what ``--threads 1`` writes; a bad count is
+    one usage line."""
+    src = TEST_DATA / "ctu" / "010-zeek-mixed.conn.log.labeled.gz"
+    out = {}
+    for n in (1, 2):
+        notice, every = tmp_path / f"notice{n}.log", tmp_path / f"all{n}.log"
+        res = run_cli("score", str(src), "-o", str(notice), "--all", str(every), "-q", "--threads", str(n))
+        assert res.returncode == 0, res.stderr
+        out[n] = [p.read_text().split("#fields", 1)[1].rsplit("#close", 1)[0] for p in (notice, every)]
+    assert out[1] == out[2]
+    assert out[1][0].count("\n") > 3  # notices were written, not only headers
+    bad = run_cli("score", str(src), "-o", str(tmp_path / "x.log"), "--threads", "0")
+    assert bad.returncode == 2 and "whole number of threads" in bad.stderr and "Traceback" not in bad.stderr

@@ -58,8 +58,9 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def outputs(path: Path, tmp: Path) -> dict[str, str]:
-    """The digests of everything ``score`` writes for ``path``, and of the checkpoint after it."""
+def outputs(path: Path, tmp: Path, threads: int = 1) -> dict[str, str]:
+    """The digests of everything ``score`` writes for ``path`` (the model in a thread of its own with
+    ``threads`` 2: :meth:`~zeek_ml.model.scorer.Scorer.stream`), and of the checkpoint after it."""
     from zeek_ml.model.conn_model import load_model
     from zeek_ml.model.scorer import Scorer
     from zeek_ml.services.score import score_logs
@@ -69,8 +70,8 @@ def outputs(path: Path, tmp: Path) -> dict[str, str]:
     model = load_model(MODEL)
     out = {}
     notice, every, per_conn = tmp / "notice.log", tmp / "all.log", tmp / "conn-notice.log"
-    score_logs([path], model, notice, fmt="tsv", all_out=every, progress=False)
-    score_logs([path], model, per_conn, fmt="tsv", aggregate=False, progress=False)
+    score_logs([path], model, notice, fmt="tsv", all_out=every, progress=False, threads=threads)
+    score_logs([path], model, per_conn, fmt="tsv", aggregate=False, progress=False, threads=threads)
     out["notice"], out["all"], out["no_aggregate"] = _digest(notice), _digest(every), _digest(per_conn)
 
     scorer = Scorer(model)
@@ -92,10 +93,11 @@ def _recorded() -> dict[str, dict[str, str]]:
     return json.loads(GOLDEN.read_text())["outputs"]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("path", LOCAL_INPUTS, ids=_key)
-def test_shipped_and_test_logs_score_as_recorded(path: Path, tmp_path: Path) -> None:
+def test_shipped_and_test_logs_score_as_recorded(path: Path, threads: int, tmp_path: Path) -> None:
     want = _recorded()[_key(path)]
-    got = outputs(path, tmp_path)
+    got = outputs(path, tmp_path, threads)
     differ = [k for k in want if got[k] != want[k]]
     assert not differ, f"{_key(path)}: outputs differ from the recorded ones in {differ}"
 
@@ -109,7 +111,7 @@ def test_shared_labelled_captures_score_as_recorded(tmp_path: Path) -> None:
     for path in paths:
         sub = tmp_path / path.name
         sub.mkdir()
-        got, want = outputs(path, sub), recorded[f"shared:{path.name}"]
+        got, want = outputs(path, sub, threads=2), recorded[f"shared:{path.name}"]
         differ += [f"{path.name}: {k}" for k in want if got[k] != want[k]]
     assert not differ, f"outputs differ from the recorded ones: {differ}"
 
@@ -138,3 +140,30 @@ if __name__ == "__main__":
         sys.exit("usage: python -m tests.test_golden --record")
     os.environ.setdefault("ZEEK_ML_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     record()
+
+
+def test_the_model_in_its_own_thread_gives_every_batch_the_same_verdicts() -> None:
+    """``Scorer.stream(threads=2)`` over many small batches (the model of one batch runs while the next
+    is read): the same scores, families, reasons and host context as scoring batch after batch."""
+    import numpy as np
+
+    from zeek_ml.model.conn_model import load_model
+    from zeek_ml.model.scorer import Scorer
+    from zeek_ml.sources.files import iter_batches
+
+    path = REPO / "tests/data/lab/lab-namespaces-2026.part1.head4000.conn.log.labeled.gz"
+    model = load_model(MODEL)
+    batches = list(iter_batches([path], batch_bytes=1 << 15))
+    assert len(batches) > 10
+    one, two = Scorer(model), Scorer(model)
+    serial = [one(b) for b in batches]
+    streamed = list(two.stream(iter(batches), threads=2))
+    assert [b is s for (b, _), s in zip(streamed, batches, strict=True)] == [True] * len(batches)
+    flagged = 0
+    for a, (_, b) in zip(serial, streamed, strict=True):
+        assert np.array_equal(a.scores, b.scores)
+        assert list(a.family) == list(b.family)
+        assert list(a.reasons) == list(b.reasons) and list(a.reason_codes) == list(b.reason_codes)
+        flagged += int(a.flagged.sum())
+    assert flagged > 1000  # the nmap scans in these rows: reasons were compared, not only empty ones
+    assert json.dumps(one.state(), sort_keys=True) == json.dumps(two.state(), sort_keys=True)

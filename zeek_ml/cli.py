@@ -144,6 +144,24 @@ def notice_options(args: argparse.Namespace) -> dict:
     }
 
 
+def default_threads() -> int:
+    """The CPU cores this process may run on (its affinity; all of them where that is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of threads, 1 or more")
+    return value
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     model = _load(args.model)
     threshold = _threshold(model, args)
@@ -181,6 +199,7 @@ def _score_cmd(args: argparse.Namespace, model, threshold, options, engine) -> i
             sensor_from=args.sensor_from,
             sensor_runner=runner,
             split_days=args.split_days,
+            threads=args.threads,
             **options,
         )
     except SourceError as e:
@@ -626,6 +645,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="-o names a folder that gets one notice log per sensor and day: OUT/<sensor>/<YYYY-MM-DD>/notice.log "
         "(UTC days; OUT/<YYYY-MM-DD>/notice.log from one sensor), each written whole or not at all",
+    )
+    score.add_argument(
+        "--threads",
+        type=_threads,
+        default=default_threads(),
+        metavar="N",
+        help="threads in this process: 2 or more run the model beside reading, features and writing "
+        f"(the same output); 1 runs everything in turn (default: the cores this process may use, {default_threads()})",
     )
     add_notice_options(score)
     # --- issue 14: a Dask cluster

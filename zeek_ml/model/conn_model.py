@@ -303,12 +303,14 @@ class ConnModel:
         self._last = (X, fam)
         return scores
 
-    def explain(self, verdicts) -> None:
-        """Fill ``verdicts.family`` for the flagged rows of the last batch scored, and give it the means
-        to explain any of its rows (``verdicts.reasons``, ``verdicts.why``)."""
-        if self._last is None or len(self._last[0]) != len(verdicts):
+    def explain(self, verdicts, last: tuple[np.ndarray, np.ndarray | None] | None = None) -> None:
+        """Fill ``verdicts.family`` for the flagged rows of the last batch scored (or of ``last``: its
+        features and family probabilities), and give it the means to explain any of its rows
+        (``verdicts.reasons``, ``verdicts.why``)."""
+        last = last if last is not None else self._last
+        if last is None or len(last[0]) != len(verdicts):
             return
-        X, fam = self._last
+        X, fam = last
         flagged = np.flatnonzero(verdicts.flagged)
         n = len(verdicts)
         if fam is not None:

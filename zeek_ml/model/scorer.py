@@ -11,7 +11,8 @@ touch features or the model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -156,6 +157,37 @@ class Scorer:
             scores = self.model.score_frame(batch, context=self.context)
         else:
             scores = self.model.score_frame(batch)
+        return self._verdicts(batch, scores)
+
+    def stream(self, batches: Iterable[pd.DataFrame], threads: int = 1) -> Iterator[tuple[pd.DataFrame, Verdicts]]:
+        """``(batch, verdicts)`` for each batch, in order, as ``self(batch)`` gives them.
+
+        With ``threads`` >= 2 the model runs on batch ``k`` in a second thread (onnxruntime lets go
+        of the GIL) while this one reads batch ``k + 1`` and computes its features (the host context
+        still takes the rows in log order, here) and the caller writes batch ``k - 1``: the same
+        verdicts, sooner. One batch waits for the next, so this is for files, not live tails.
+        """
+        split = all(hasattr(self.model, a) for a in ("features", "predict_all", "explain"))
+        if threads < 2 or not split:
+            for batch in batches:
+                yield batch, self(batch)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="zeek-ml-model") as pool:
+            pending: tuple[pd.DataFrame, Any, Future] | None = None
+            for batch in batches:
+                X = self.model.features(batch, self.context) if self.context is not None else self.model.features(batch)
+                running = pool.submit(self.model.predict_all, X)
+                if pending is not None:
+                    yield pending[0], self._finish(*pending)
+                pending = (batch, X, running)
+            if pending is not None:
+                yield pending[0], self._finish(*pending)
+
+    def _finish(self, batch: pd.DataFrame, X: Any, running: Future) -> Verdicts:
+        scores, fam = running.result()
+        return self._verdicts(batch, scores, (X, fam))
+
+    def _verdicts(self, batch: pd.DataFrame, scores: Any, last: tuple[Any, Any] | None = None) -> Verdicts:
         # Rounded to 1e-6: onnxruntime's last bits depend on how many rows it is given at once,
         # and the same connection must get the same verdict (and be the same incident's top
         # connection) offline, live, in any batch, and after a restart.
@@ -168,7 +200,10 @@ class Scorer:
         )
         explain = getattr(self.model, "explain", None)
         if explain is not None:
-            explain(verdicts)
+            if last is not None:
+                explain(verdicts, last)
+            else:
+                explain(verdicts)
         return verdicts
 
     def state(self) -> dict[str, Any]:

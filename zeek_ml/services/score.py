@@ -95,6 +95,7 @@ def score_logs(
     sensor_from: str | None = None,
     sensor_runner: SensorRunner | None = None,
     split_days: bool = False,
+    threads: int = 1,
 ) -> ScoreSummary:
     """Score every connection of ``inputs`` and write the notices to ``notice_out``.
 
@@ -115,6 +116,8 @@ def score_logs(
     :class:`~zeek_ml.services.distributed.SensorTasks`). ``split_days``: ``notice_out`` is a directory
     that gets one notice log per sensor and day, ``<sensor>/<YYYY-MM-DD>/notice.log`` (UTC days of the
     notices' ``ts``; without sensors ``<YYYY-MM-DD>/notice.log``), as Zeek archives its logs.
+    ``threads`` >= 2 runs the model in a thread of its own beside reading and writing
+    (:meth:`~zeek_ml.model.scorer.Scorer.stream`; one process, not on a cluster).
 
     Outputs are written safely (:mod:`zeek_ml.formats.safeio`): an output that is also an input is refused,
     each file is written under a temporary name and renamed into place only when the whole run
@@ -174,6 +177,7 @@ def score_logs(
                     progress=progress,
                     notice_options=notice_options,
                     runner=sensor_runner,
+                    threads=threads,
                     **options,
                 )
             else:
@@ -182,7 +186,14 @@ def score_logs(
                     notice_file, all_file, fmt, json_ts, notice_options, collect if split_days else None
                 )
                 summary = _score(
-                    files, Scorer(model, threshold), sinks, rejects, progress=progress, engine=engine, **options
+                    files,
+                    Scorer(model, threshold),
+                    sinks,
+                    rejects,
+                    progress=progress,
+                    engine=engine,
+                    threads=threads,
+                    **options,
                 )
                 for sink in sinks:
                     sink.close()
@@ -263,6 +274,7 @@ def score_sensor(
     keep_all: bool = False,
     progress: bool | None = None,
     extra_sinks: list[Sink] | None = None,
+    threads: int = 1,
 ) -> SensorResult:
     """Score one sensor's files with a context and incidents of their own (in this process, or as a task
     on a Dask worker: :mod:`zeek_ml.services.distributed`). ``extra_sinks`` (the shared ``--all`` log)
@@ -287,6 +299,7 @@ def score_sensor(
         progress=progress,
         source=source,
         local_nets=local_nets,
+        threads=threads,
     )
     notice_sink.close()
     summary.notices = int(getattr(notice_sink, "notices", 0))
@@ -318,6 +331,7 @@ def _score_sensors(
     progress: bool | None,
     notice_options: dict[str, Any],
     runner: SensorRunner | None,
+    threads: int = 1,
     **options: Any,
 ) -> ScoreSummary:
     """Every sensor on its own, then one notice log: the sensors' notices merged by time (a stable sort:
@@ -353,6 +367,7 @@ def _score_sensors(
                 keep_rejects=keep,
                 progress=progress,
                 extra_sinks=[all_sink] if all_sink is not None else None,
+                threads=threads,
                 **options,
             )
             for sensor, group in groups
@@ -511,6 +526,7 @@ def _score(
     source: str,
     local_nets: Any,
     engine: Engine | None = None,
+    threads: int = 1,
 ) -> ScoreSummary:
     """The scoring loop: read ``files``, score, write every batch's verdicts to ``sinks`` (closed by the caller,
     and only after a run that got through: the end of a failed one is discarded unwritten)."""
@@ -533,7 +549,7 @@ def _score(
             if len(batch)
         )
         # --- issue 14: the verdicts come from the engine (a Dask cluster) when one is given
-        scored = engine(batches) if engine is not None else ((batch, scorer(batch)) for batch in batches)
+        scored = engine(batches) if engine is not None else scorer.stream(batches, threads)
         for batch, verdicts in scored:
             summary.scored += len(batch)
             for sink in sinks:
