@@ -179,6 +179,10 @@ class ZeekLogWriter:
             if pa.types.is_null(lists.type):
                 return pa.array([self.unset_field] * len(series), pa.string())
             flat = lists.flatten()
+            if pa.types.is_null(flat.type) and not len(flat):  # only empty sets and unset ones (list<null>)
+                empty = pc.equal(pc.list_value_length(lists), 0)
+                unset = pa.scalar(self.unset_field, pa.string())
+                return pc.fill_null(pc.if_else(empty, pa.scalar(self.empty_field, pa.string()), unset), unset)
             if not pa.types.is_string(flat.type) and not pa.types.is_large_string(flat.type):
                 raise TypeError(flat.type)
             pattern = NEEDS_ESCAPE_REGEX + "|" + _re_escape(self.set_separator) + "|^$"
