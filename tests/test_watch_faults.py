@@ -630,3 +630,34 @@ def test_a_line_without_end_is_rejected_and_skipped_without_being_held(tmp_path:
     assert len(rejects[0]["raw"]) <= 200
     # the line alone is 96 MiB; holding it (and copying it at every read, as before) grew far more
     assert peak - before < 48, f"peak RSS {before:.0f} -> {peak:.0f} MiB"
+
+
+def test_small_writes_are_gathered_into_few_batches_and_scored_once(tmp_path: Path) -> None:
+    """``--gather``: ten small writes 20 ms apart at the live end are scored in one or two batches
+    (each batch has a fixed cost), every row exactly once; a restart finds nothing left to do."""
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir()
+    out.mkdir()
+    err, checkpoint = tmp_path / "watch.err", tmp_path / "checkpoint.json"
+    live = logs / "conn.log"
+    first = rows("g", 20)
+    live.write_bytes(header("2015-03-30-14-45-02") + b"".join(first))
+    cmd = watch_cmd(logs, out, "--gather", "3", "--checkpoint-interval", "0", checkpoint=checkpoint)
+    watcher = start(cmd, err)
+    try:
+        wait_for(lambda: checkpoint.exists() and json.loads(checkpoint.read_text())["counts"]["scored"] == 20)
+        batches_before = json.loads(checkpoint.read_text())["counts"]["batches"]
+        more = rows("h", 100, 20)
+        for i in range(0, 100, 10):
+            append(live, more[i : i + 10])
+            time.sleep(0.02)  # the writer's pace (Zeek flushing its log buffer), not a wait for the watcher
+        wait_for(lambda: json.loads(checkpoint.read_text())["counts"]["scored"] == 120, what="the gathered rows")
+        counts = json.loads(checkpoint.read_text())["counts"]
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(timeout=30) == 0, text(err)
+    assert counts["batches"] - batches_before <= 2, counts
+    assert uids_in(out / "all.log") == uids_of(first + more)
+    again = run([*cmd, "--exit-when-idle", "1"])
+    assert again.returncode == 0, again.stderr
+    assert uids_in(out / "all.log") == uids_of(first + more)

@@ -393,6 +393,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         exit_when_idle=args.exit_when_idle,
         strict=args.strict,
         checkpoint_interval=args.checkpoint_interval,
+        gather=args.gather,
         notice_options=notice_options(args),
     )
     watcher = Watcher(options, model, EventLog(options.log_json))
@@ -743,6 +744,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="SECONDS",
         help="fsync outputs and checkpoint at most this often under load (default: 1; 0: every batch)",
+    )
+    watch.add_argument(
+        "--gather",
+        type=float,
+        default=0.02,
+        metavar="SECONDS",
+        help="once new lines arrive, wait up to this long for more and score them as one batch "
+        "(default: 0.02; 0: at once)",
     )
     watch.add_argument("--from-end", action="store_true", help="on a first start, skip the rows already written")
     watch.add_argument("--poll", action="store_true", help="no file-system events: poll (NFS and the like)")

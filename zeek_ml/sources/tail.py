@@ -291,6 +291,20 @@ class LogFollower:
             size = cur.offset
         return max(0, size - cur.offset - len(cur.partial)) + len(cur.partial)
 
+    def behind(self) -> bool:
+        """Whether lines are already waiting past what :meth:`read` gave: more of the file being read, or
+        a rotated file still being read (the live file is then elsewhere)."""
+        cur = self.current
+        if cur is None or cur.handle is None or cur.compressed:
+            return False
+        if not self._is_live(cur):
+            return True
+        try:
+            size = os.fstat(cur.handle.fileno()).st_size
+        except (OSError, ValueError):
+            return False
+        return size > cur.offset + len(cur.partial)
+
     def close(self) -> None:
         if self.current is not None and self.current.handle is not None:
             self.current.handle.close()

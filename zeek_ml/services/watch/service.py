@@ -123,6 +123,10 @@ class WatchOptions:
     strict: bool = False
     exit_when_idle: float | None = None
     """Stop (drained, checkpointed) after this many seconds without new lines (tests, batch catch-up)."""
+    gather: float = 0.02
+    """Once new lines arrive, wait up to this long (seconds) for more, and score them as one batch: a batch
+    has a fixed cost (a few milliseconds), so a busy sensor's many small writes are scored in fewer,
+    larger batches. 0: score whatever is there at once."""
     checkpoint_interval: float = 1.0
     """Fsync the outputs and write the checkpoint at most this often while lines keep coming (and
     at once when they stop); 0: after every batch. Exactly once either way."""
@@ -430,7 +434,7 @@ class Watcher:
                 self._reopen()
             segments = self.follower.read()
             if segments:
-                self._process(segments)
+                self._process(self._gather(segments))
                 self._last_data = time.monotonic()
                 continue
             if self._dirty:
@@ -449,6 +453,29 @@ class Watcher:
             if not segments:
                 break
             self._process(segments)
+
+    def _gather(self, segments: list[Segment]) -> list[Segment]:
+        """``segments`` and the lines that follow them within :attr:`WatchOptions.gather` seconds (about
+        ``batch_bytes`` at most), a file's consecutive reads joined into one segment (one batch to score)."""
+        o = self.opts
+        deadline = time.monotonic() + o.gather
+        size = sum(len(seg.data) for seg in segments)
+        # Only at the live end of the stream: behind it (a backlog, a restart's catch-up) batches are full.
+        while size < o.batch_bytes and not self.follower.behind() and not self.stop_requested.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.wake.wait(left if self._observer is not None else min(left, 0.005))
+            self.wake.clear()
+            more = self.follower.read()
+            size += sum(len(seg.data) for seg in more)
+            for seg in more:
+                last = segments[-1]
+                if seg.file is last.file and not last.final:
+                    segments[-1] = Segment(last.file, last.data + seg.data, last.first_line, seg.final)
+                else:
+                    segments.append(seg)
+        return segments
 
     def _caught_up(self) -> None:
         if getattr(self, "replaying", False):
