@@ -139,7 +139,7 @@ def run_once(kind: str, rate: int, seconds: float, rotate_seconds: float, work: 
     if kind == "zeek-ml":
         ckpt = out_path + ".ckpt"
         cmd = [sys.executable, "-m", "zeek_ml", "watch", logs, "-o", out_path + ".notice", "--all", out_path]
-        cmd += ["--checkpoint", ckpt, "--poll-interval", "0.05"]
+        cmd += ["--checkpoint", ckpt, "--poll-interval", "0.05", *WATCH_ARGS]
         watcher = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
         tail = OutputTail(out_path, uid_col=1)
         time.sleep(3.0)  # let it load the model before the clock starts
@@ -183,13 +183,24 @@ def run_once(kind: str, rate: int, seconds: float, rotate_seconds: float, work: 
     return result
 
 
+WATCH_ARGS: list[str] = []
+"""Extra arguments for ``zeek-ml watch`` (``--watch-arg``)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rates", type=int, nargs="+", default=[10000, 50000], help="conn rows per second")
     p.add_argument("--seconds", type=float, default=20.0, help="how long the writer writes, per rate")
     p.add_argument("--rotate-seconds", type=float, default=5.0, help="rotate conn.log this often")
     p.add_argument("--keep", help="work directory to keep (default: a temporary one)")
+    p.add_argument(
+        "--watch-arg",
+        action="append",
+        default=[],
+        help="an extra argument for zeek-ml watch (repeat it: --watch-arg=--gather --watch-arg=0)",
+    )
     args = p.parse_args(argv)
+    WATCH_ARGS[:] = args.watch_arg
     work = args.keep or tempfile.mkdtemp(prefix="zeek-ml-live-")
     os.makedirs(work, exist_ok=True)
     print(

@@ -429,13 +429,16 @@ class Watcher:
 
     def _loop(self) -> None:
         o = self.opts
+        waited = True
         while not self.stop_requested.is_set():
             if self.reopen_requested:
                 self._reopen()
             segments = self.follower.read()
             if segments:
-                self._process(self._gather(segments))
+                # gather only after a wait: a watcher busy with one batch after another already has them large
+                self._process(self._gather(segments) if waited else segments)
                 self._last_data = time.monotonic()
+                waited = False
                 continue
             if self._dirty:
                 self._commit()
@@ -446,6 +449,7 @@ class Watcher:
                 break
             self.wake.wait(o.poll_interval if self._observer is not None else min(o.poll_interval, 0.25))
             self.wake.clear()
+            waited = True
         # Drain what is already written, then stop.
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
