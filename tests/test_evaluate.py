@@ -160,9 +160,13 @@ def test_evaluate_reproduces_the_shipped_cards_numbers(tmp_path: Path) -> None:
     assert card["onnx_sha256"] == sha256_file(model)  # the card describes this very file
     shipped = card["shipped_evaluate"]
     data = [str(CAPTURES[n]) for n in SMALL]
-    r = run_cli("evaluate", str(model), *data, "-o", str(tmp_path), "--no-plots")
+    r = run_cli("evaluate", str(model), *data, "-o", str(tmp_path), "--no-plots", "--threads", "2")
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "report.json").read_text())
+    # the model in one thread gives the same report, importance included (it scores the rows again and again)
+    one = run_cli("evaluate", str(model), *data, "-o", str(tmp_path / "one"), "--no-plots", "--threads", "1")
+    assert one.returncode == 0, one.stderr
+    assert json.loads((tmp_path / "one" / "report.json").read_text()) == rep
     assert rep["threshold"] == pytest.approx(shipped["threshold"])
     for name, m in rep["per_capture"].items():
         want = shipped["per_capture"][name]

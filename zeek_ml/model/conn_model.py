@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,6 +205,9 @@ class ConnModel:
     training: dict
     sha256: str
     batch_rows: int = DEFAULT_BATCH_ROWS
+    threads: int = 1
+    """Threads :meth:`predict_all` runs its 1,024-row calls in (``evaluate --threads``; ``score`` runs the
+    model beside its other work instead, :meth:`zeek_ml.model.scorer.Scorer.stream`)."""
     families: tuple[str, ...] = ()
     """Attack family names, when the model has a ``family`` output (probabilities over them)."""
     explainer: Explainer | None = None
@@ -241,11 +245,22 @@ class ConnModel:
         out = np.empty(len(X), dtype=np.float32)
         fam = np.empty((len(X), len(self.families)), dtype=np.float32) if self.families else None
         names = ["score", "family"] if self.families else None  # None: the graph's only output
-        for s in range(0, len(X), self.batch_rows):
+
+        def run(s: int) -> None:
             res = self.session.run(names, {self._input: X[s : s + self.batch_rows]})  # type: ignore[attr-defined]
             out[s : s + self.batch_rows] = np.asarray(res[0], dtype=np.float32).reshape(-1)
             if fam is not None:
                 fam[s : s + self.batch_rows] = res[1]
+
+        starts = range(0, len(X), self.batch_rows)
+        if self.threads > 1 and len(starts) > 1:
+            # onnxruntime runs concurrent calls of one session and lets go of the GIL; a row's scores
+            # do not depend on the rows run with it, so the result is the one-thread result
+            with ThreadPoolExecutor(min(self.threads, len(starts))) as pool:
+                list(pool.map(run, starts))
+        else:
+            for s in starts:
+                run(s)
         return out, fam
 
     def predict_proba(self, X: np.ndarray | pd.DataFrame | Iterable[Mapping[str, Any]]) -> np.ndarray:

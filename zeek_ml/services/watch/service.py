@@ -123,10 +123,10 @@ class WatchOptions:
     strict: bool = False
     exit_when_idle: float | None = None
     """Stop (drained, checkpointed) after this many seconds without new lines (tests, batch catch-up)."""
-    gather: float = 0.02
+    gather: float = 0.0
     """Once new lines arrive, wait up to this long (seconds) for more, and score them as one batch: a batch
-    has a fixed cost (a few milliseconds), so a busy sensor's many small writes are scored in fewer,
-    larger batches. 0: score whatever is there at once."""
+    has a fixed cost (a few milliseconds), so fewer, larger batches cost less CPU, at the price of that
+    much more latency (bench/README.md). 0: score whatever is there at once."""
     checkpoint_interval: float = 1.0
     """Fsync the outputs and write the checkpoint at most this often while lines keep coming (and
     at once when they stop); 0: after every batch. Exactly once either way."""
@@ -429,16 +429,13 @@ class Watcher:
 
     def _loop(self) -> None:
         o = self.opts
-        waited = True
         while not self.stop_requested.is_set():
             if self.reopen_requested:
                 self._reopen()
             segments = self.follower.read()
             if segments:
-                # gather only after a wait: a watcher busy with one batch after another already has them large
-                self._process(self._gather(segments) if waited else segments)
+                self._process(self._gather(segments) if o.gather > 0 else segments)
                 self._last_data = time.monotonic()
-                waited = False
                 continue
             if self._dirty:
                 self._commit()
@@ -449,7 +446,6 @@ class Watcher:
                 break
             self.wake.wait(o.poll_interval if self._observer is not None else min(o.poll_interval, 0.25))
             self.wake.clear()
-            waited = True
         # Drain what is already written, then stop.
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
