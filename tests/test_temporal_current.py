@@ -214,3 +214,13 @@ print("ok")
 def test_the_reference_is_really_the_python_loop() -> None:
     assert cur.HostContext is not fast.HostContext and cur.__file__ != fast.__file__
     assert hasattr(cur, "_Host") and not hasattr(fast, "_Host")
+
+
+def test_compaction_after_slots_were_reused_across_an_earlier_compaction() -> None:
+    """The stream hypothesis found (``tests/data/context-remap-regression.json``): renaming the ids of
+    a ring's leftover entries, which can name ids from before an earlier compaction, crashed."""
+    doc = json.loads((TEST_DATA / "context-remap-regression.json").read_text())
+    frame = pd.DataFrame(doc["columns"])
+    for name in ("uid", "id.orig_h", "id.resp_h"):
+        frame[name] = frame[name].astype("str")
+    run_both(frame, [tuple(c) for c in doc["cuts"]], doc["params"], doc["compact"])

@@ -527,7 +527,13 @@ def remap_ids(tab: tuple, remap: np.ndarray, ids: int) -> tuple:
     si, sf, ri, rf, st, meta, free, wts, wnext, slot_of = tab
     order = lru_order(si, meta)
     si[order, KEY] = remap[si[order, KEY]]
-    ri[order, :, 0] = remap[ri[order, :, 0]]
+    # Only a host's recent connections are renamed: the rest of its ring is left over from an earlier
+    # host of the slot, may name ids from before an earlier compaction (beyond ``remap``), is never
+    # read, and becomes -1.
+    k = ri.shape[1]
+    valid = (np.arange(k) - si[order, RHEAD, None]) % k < si[order, RCNT, None]
+    peers = ri[order, :, 0]
+    ri[order, :, 0] = np.where(valid, remap[np.where(valid, peers, 0)], -1)
     slot_of = np.full(ids, -1, dtype=np.int64)
     slot_of[si[order, KEY]] = order
     return (si, sf, ri, rf, st, meta, free, wts, wnext, slot_of)
