@@ -163,6 +163,7 @@ def _threads(text: str) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    arrow_memory_to_the_system()
     model = _load(args.model)
     threshold = _threshold(model, args)
     options = notice_options(args)
@@ -559,6 +560,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from zeek_ml.sources.reading import SourceError
     from zeek_ml.training.evaluate import evaluate_model
 
+    arrow_memory_to_the_system()
     model = _load(args.model)
     model.threads = args.threads
     threshold = _threshold(model, args)
@@ -864,10 +866,10 @@ def signals_to_python() -> None:
 
 
 def arrow_memory_to_the_system() -> None:
-    """Arrow allocates through the C library's malloc, which hands freed memory back, not through
-    its own pool (jemalloc or mimalloc), which kept about 70 MiB more of a ``score`` run's batches
-    resident at the same CPU (bench/README.md, "Memory"). ``ARROW_DEFAULT_MEMORY_POOL`` still decides
-    where it is set."""
+    """For ``score`` and ``evaluate``: Arrow allocates through the C library's malloc, which hands freed
+    memory back, not through its own pool (mimalloc), which kept 40-60 MiB more of a run's batches
+    resident at the same CPU (bench/README.md, "Memory"). Not for ``watch``: its many small batches
+    were slower that way at 50k conn/s. ``ARROW_DEFAULT_MEMORY_POOL`` still decides where it is set."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
     import pyarrow
@@ -877,7 +879,6 @@ def arrow_memory_to_the_system() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     signals_to_python()
-    arrow_memory_to_the_system()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"] and argv[1:2] != ["-h"]:
