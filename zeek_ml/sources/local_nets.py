@@ -57,7 +57,7 @@ class LocalNets:
         Parses each distinct address once (``pd.factorize``, which Arrow-backed text does without a
         Python string per row), and remembers the answers for the next batches (:data:`CACHE_SIZE`).
         """
-        codes, uniques = pd.factorize(addrs if addrs.dtype != object else addrs.astype(object), use_na_sentinel=True)
+        codes, uniques = pd.factorize(addrs, use_na_sentinel=True)
         cache = _CACHE.setdefault(self.nets, {})
         if len(cache) > CACHE_SIZE:
             cache.clear()
