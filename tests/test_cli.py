@@ -161,8 +161,8 @@ def test_threads_one_and_two_write_the_same_notices(tmp_path: Path) -> None:
 
 
 def test_the_cli_gives_arrow_memory_back_to_the_system(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Arrow's own pool kept 40-60 MiB more resident (bench/README.md, "Memory"); ``score`` and ``evaluate``
-    use the C library's malloc unless ``ARROW_DEFAULT_MEMORY_POOL`` says otherwise."""
+    """Arrow's own pool kept 40-60 MiB more resident (bench/README.md, "Issue 13, second slice"); ``score``
+    and ``evaluate`` use the C library's malloc unless ``ARROW_DEFAULT_MEMORY_POOL`` says otherwise."""
     import pyarrow as pa
 
     from zeek_ml.cli import arrow_memory_to_the_system

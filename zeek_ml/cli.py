@@ -868,8 +868,9 @@ def signals_to_python() -> None:
 def arrow_memory_to_the_system() -> None:
     """For ``score`` and ``evaluate``: Arrow allocates through the C library's malloc, which hands freed
     memory back, not through its own pool (mimalloc), which kept 40-60 MiB more of a run's batches
-    resident at the same CPU (bench/README.md, "Memory"). Not for ``watch``: its many small batches
-    were slower that way at 50k conn/s. ``ARROW_DEFAULT_MEMORY_POOL`` still decides where it is set."""
+    resident at the same CPU (bench/README.md, "Issue 13, second slice"). Not for ``watch``: its many
+    small batches were slower that way at 50k conn/s. ``ARROW_DEFAULT_MEMORY_POOL`` still decides
+    where it is set."""
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
     import pyarrow
