@@ -21,6 +21,7 @@ from zeek_ml.formats.schema import (
     NONNEGATIVE_FIELDS,
     TIME_MAX,
     TIME_MIN,
+    ColumnTypes,
     pandas_dtype,
 )
 
@@ -339,7 +340,7 @@ def conn_frame(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
         else:
             data[column] = pd.array(list(values), dtype=dtype)
     frame = pd.DataFrame(data)
-    frame.attrs["types"] = dict(CONN_TYPES)
+    frame.attrs["types"] = ColumnTypes(CONN_TYPES)
     return frame
 
 

@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zeek_ml.formats.schema import CONN_FIELDS, MAX_VALUE_CHARS, PORT_MAX, TIME_MAX, TIME_MIN, pandas_dtype
+from zeek_ml.formats.schema import (
+    CONN_FIELDS,
+    MAX_VALUE_CHARS,
+    PORT_MAX,
+    TIME_MAX,
+    TIME_MIN,
+    ColumnTypes,
+    pandas_dtype,
+)
 from zeek_ml.sources.reading import cap_json_values, decode_json_line, lone_surrogate, show, valid_addr
 
 LINK_HEADER_BYTES = 14
@@ -389,7 +397,7 @@ def flows_to_conns(
         "suricata.age": counts(_int_array(_get(events, "flow", "age"))),
     }
     frame = pd.DataFrame(columns)
-    frame.attrs = {"path": "conn", "types": dict(CONN_FIELDS) | dict(EXTRA_EVE_FIELDS)}
+    frame.attrs = {"path": "conn", "types": ColumnTypes(dict(CONN_FIELDS) | dict(EXTRA_EVE_FIELDS))}
     return frame
 
 

@@ -32,6 +32,7 @@ from zeek_ml.formats.schema import (
     PORT_MAX,
     TIME_MAX,
     TIME_MIN,
+    ColumnTypes,
     arrow_type,
     element_type,
     guess_type,
@@ -78,7 +79,7 @@ def _finish_frame(
                 )
                 types[name] = zeek_type
         frame = frame[CONN_NAMES + [c for c in frame.columns if c not in CONN_TYPES]]
-    frame.attrs = {"source": path, "path": log_path, "types": dict(types)}
+    frame.attrs = {"source": path, "path": log_path, "types": ColumnTypes(types)}
     ctx.stats.records += len(frame)
     return frame
 
