@@ -52,7 +52,7 @@ from zeek_ml.notices.notice import (
     notice_sub,
     notices_from_verdicts,
 )
-from zeek_ml.notices.site import directions, local_discovery, severities, severity, severity_rank
+from zeek_ml.notices.site import directions, local_discovery, severities, severity, severity_rank, texts
 from zeek_ml.sources.local_nets import LocalNets
 
 if TYPE_CHECKING:
@@ -314,19 +314,6 @@ def _rows(conns: pd.DataFrame, names: Sequence[str], idx: np.ndarray) -> pd.Data
     return conns[[c for c in names if c in conns.columns]].iloc[idx]
 
 
-def _texts(values: pd.Series) -> np.ndarray:
-    """Each value as text, ``-`` where unset (object array).
-
-    Typed columns are converted one distinct value at a time (``pd.factorize``), the same text
-    for the same value, without a Python object per row from Arrow-backed columns.
-    """
-    if values.dtype == object:
-        return values.astype(object).where(values.notna(), "-").astype(str).to_numpy()
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    table = pd.Series(uniques, dtype=values.dtype).astype(object).astype(str).to_numpy()
-    return np.append(table, "-")[codes]
-
-
 def max_open_incidents() -> int:
     """The cap on open incidents: ``$ZEEK_ML_MAX_OPEN_INCIDENTS`` if set, else :data:`MAX_OPEN`."""
     text = os.environ.get(MAX_OPEN_ENV, "").strip()
@@ -366,15 +353,25 @@ class _Batch:
         self.raw = raw
         m = len(cand.idx)
         conns = _rows(verdicts.conns, _BATCH_FIELDS, cand.idx)
-        self.orig = _texts(conns["id.orig_h"]) if m else np.array([], dtype=object)
-        self.resp = _texts(conns["id.resp_h"]) if m else np.array([], dtype=object)
-        self.ports = (_texts(conns["id.resp_p"]) + "/" + _texts(conns["proto"])) if m else np.array([], dtype=object)
-        self.family = cand.family if cand.family is not None else np.full(m, "", dtype=object)
-        self.by_dst = cand.direction == "inbound"
-        host = np.where(self.by_dst, self.resp, self.orig)
-        prefix = np.where(self.by_dst, "dst=", "src=")
-        self.keys = (pd.Series(cand.direction, dtype=object) + "|" + self.family + "|" + prefix + host).to_numpy()
-        self.scores = np.asarray(verdicts.scores, dtype=float)[cand.idx]
+        orig = texts(conns["id.orig_h"]) if m else np.array([], dtype=object)
+        resp = texts(conns["id.resp_h"]) if m else np.array([], dtype=object)
+        ports = (texts(conns["id.resp_p"]) + "/" + texts(conns["proto"])) if m else np.array([], dtype=object)
+        family = cand.family if cand.family is not None else np.full(m, "", dtype=object)
+        by_dst = cand.direction == "inbound"
+        host = np.where(by_dst, resp, orig)
+        prefix = np.where(by_dst, "dst=", "src=")
+        keys = pd.Series(cand.direction, dtype=object) + "|" + family + "|" + prefix + host
+        # The candidates' columns as Python lists: the per-row loop (_join) reads no numpy scalar
+        self.keys: list[str] = keys.tolist()
+        self.direction: list[str] = [str(d) for d in cand.direction.tolist()]
+        self.family: list[str] = [str(f) for f in family.tolist()]
+        self.by_dst: list[bool] = by_dst.tolist()
+        self.scores: list[float] = np.asarray(verdicts.scores, dtype=float)[cand.idx].tolist()
+        self.threshold: list[float] = cand.threshold.astype(float).tolist()
+        self.orig: list[str] = [str(v) for v in orig.tolist()]
+        self.resp: list[str] = [str(v) for v in resp.tolist()]
+        self.ports: list[str] = [str(v) for v in ports.tolist()]
+        self.pattern: list[int] = cand.pattern.astype(int).tolist()
         self.uids = conns["uid"].astype(str).tolist() if sink.track_uids and "uid" in conns else None
         self.closing: list[tuple[int, float, str, Incident]] = []
         self.last_row: dict[str, int] = {}
@@ -384,7 +381,6 @@ class _Batch:
         """Rows of the current epoch in this batch: data time is monotone within it."""
         self.epochs: list[int] = []
         self.wm = np.empty(0)
-        self._lists()
         sink.connections += m
 
     # ------------------------------------------------------------------ time
@@ -492,17 +488,17 @@ class _Batch:
         """Flagged row ``j`` (of the candidates) joins its incident; ``t`` its time, ``wm`` data time.
 
         The hot loop of the sink (a row at a time, in log order): it reads the batch's columns as
-        Python lists (:meth:`_lists`) and looks at the oldest open incident before sweeping.
+        Python lists and looks at the oldest open incident before sweeping.
         """
         sink = self.sink
         heap = sink._heap
         if heap and heap[0][0] < wm - sink.interval:  # else nothing is due: the heap's top is the oldest anchor
             self._sweep(wm)
-        key = self._keys[j]
+        key = self.keys[j]
         inc = sink.open.get(key)
         if inc is None:
             anchor = t if math.isfinite(t) else (wm if math.isfinite(wm) else 0.0)  # 0: no ts read yet at all
-            inc = self._incident(key, self._direction[j], self._family[j], self._by_dst[j], anchor, pos)
+            inc = self._incident(key, self.direction[j], self.family[j], self.by_dst[j], anchor, pos)
         else:
             self.last_row[key] = pos
         inc.n += 1
@@ -514,35 +510,27 @@ class _Batch:
                 inc.first_ts = t
             if t > inc.last_ts:
                 inc.last_ts = t
-        score = self._scores[j]
+        score = self.scores[j]
         if score > inc.top_score:
             inc.top_score = score
             if inc.best < 0:
                 self.touched.append(inc)
             inc.best = j
-        threshold = self._threshold[j]
+        threshold = self.threshold[j]
         if threshold < inc.threshold:
             inc.threshold = threshold
-        for name, members, value in (("srcs", inc.srcs, self._orig[j]), ("dsts", inc.dsts, self._resp[j]),
-                                     ("ports", inc.ports, self._ports[j])):  # fmt: skip
+        for name, members, value in (("srcs", inc.srcs, self.orig[j]), ("dsts", inc.dsts, self.resp[j]),
+                                     ("ports", inc.ports, self.ports[j])):  # fmt: skip
             if value not in members:  # Incident.add
                 if len(members) >= MAX_MEMBERS:
                     inc.capped.add(name)
                 else:
                     members.add(value)
-        pattern = self._pattern[j]
+        pattern = self.pattern[j]
         if pattern < 0:
             inc.unexplained += 1
         else:
             inc.patterns.add(pattern)
-
-    def _lists(self) -> None:
-        """The candidates' columns as Python lists, for :meth:`_join`."""
-        self._keys, self._direction = self.keys.tolist(), [str(d) for d in self.cand.direction.tolist()]
-        self._family, self._by_dst = [str(f) for f in self.family.tolist()], self.by_dst.tolist()
-        self._scores, self._threshold = self.scores.tolist(), self.cand.threshold.astype(float).tolist()
-        self._orig, self._resp = [str(v) for v in self.orig.tolist()], [str(v) for v in self.resp.tolist()]
-        self._ports, self._pattern = [str(v) for v in self.ports.tolist()], self.cand.pattern.astype(int).tolist()
 
     def _absorb(self, rec: Incident, t: float, wm: float, pos: int) -> None:
         """A held connection from an earlier batch (see :meth:`_record`) joins its incident at time ``t``."""
@@ -551,7 +539,7 @@ class _Batch:
 
     def _record(self, j: int, t: float) -> Incident:
         """Candidate ``j`` as a one-connection incident, held across batches (its time is not known yet)."""
-        inc = Incident(key=str(self.keys[j]), direction=str(self.cand.direction[j]), family=str(self.family[j]),
+        inc = Incident(key=self.keys[j], direction=self.direction[j], family=self.family[j],
                        by="dst" if self.by_dst[j] else "src", anchor=t, first_ts=t, last_ts=t)  # fmt: skip
         self._fill(inc, j)
         if self.uids is not None:
@@ -559,10 +547,10 @@ class _Batch:
         return inc
 
     def _fill(self, inc: Incident, j: int) -> None:
-        inc.n, inc.top_score = 1, float(self.scores[j])
-        inc.threshold = min(inc.threshold, float(self.cand.threshold[j]))
-        inc.srcs, inc.dsts, inc.ports = {str(self.orig[j])}, {str(self.resp[j])}, {str(self.ports[j])}
-        pattern = int(self.cand.pattern[j])
+        inc.n, inc.top_score = 1, self.scores[j]
+        inc.threshold = min(inc.threshold, self.threshold[j])
+        inc.srcs, inc.dsts, inc.ports = {self.orig[j]}, {self.resp[j]}, {self.ports[j]}
+        pattern = self.pattern[j]
         inc.unexplained, inc.patterns = int(pattern < 0), {pattern} if pattern >= 0 else set()
         self._details(inc, j)
 

@@ -16,7 +16,7 @@ import pandas as pd
 from zeek_ml._version import __version__
 from zeek_ml.formats.safeio import write_json_atomic
 from zeek_ml.notices.notice import DEFAULT_SUPPRESS_FOR
-from zeek_ml.notices.site import DIRECTIONS
+from zeek_ml.notices.site import DIRECTIONS, texts
 from zeek_ml.sources.local_nets import LocalNets
 
 PROFILE_FORMAT = "zeek-ml-site-profile"
@@ -48,22 +48,18 @@ class ProfileError(ValueError):
     """A profile file that is not a zeek-ml site profile, or of a newer version."""
 
 
-def _texts(values: pd.Series) -> np.ndarray:
-    return values.astype(object).where(values.notna(), "-").astype(str).to_numpy()
-
-
 def pattern_keys(conns: pd.DataFrame, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(host-level, site-level) pattern key of each connection, as ``|``-joined text."""
-    host = np.where(direction == "inbound", _texts(conns["id.resp_h"]), _texts(conns["id.orig_h"]))
+    host = np.where(direction == "inbound", texts(conns["id.resp_h"]), texts(conns["id.orig_h"]))
     rest = (
         "|"
-        + _texts(conns["proto"]).astype(object)
+        + texts(conns["proto"]).astype(object)
         + "|"
-        + _texts(conns["service"])
+        + texts(conns["service"])
         + "|"
         + _port_texts(conns)
         + "|"
-        + _texts(conns["conn_state"])
+        + texts(conns["conn_state"])
     )
     d = np.asarray(direction, dtype=object)
     return d + "|" + host.astype(object) + rest, d + "|*" + rest
@@ -71,8 +67,8 @@ def pattern_keys(conns: pd.DataFrame, direction: np.ndarray) -> tuple[np.ndarray
 
 def _port_texts(conns: pd.DataFrame) -> np.ndarray:
     """The responder port, or ``*`` for an unanswered or rejected attempt (any closed port is one pattern)."""
-    state = _texts(conns["conn_state"])
-    return np.where(np.isin(state, UNANSWERED_STATES), "*", _texts(conns["id.resp_p"]))
+    state = texts(conns["conn_state"])
+    return np.where(np.isin(state, UNANSWERED_STATES), "*", texts(conns["id.resp_p"]))
 
 
 @dataclass

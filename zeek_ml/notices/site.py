@@ -49,6 +49,19 @@ def severity_rank(name: str) -> int:
         raise ValueError(f"unknown severity {name!r} (one of {', '.join(SEVERITIES)})") from None
 
 
+def texts(values: pd.Series) -> np.ndarray:
+    """Each value as text, ``-`` where unset (object array): an address, a port, a state as a key.
+
+    Typed columns are converted one distinct value at a time (``pd.factorize``), the same text
+    for the same value, without a Python object per row from Arrow-backed columns.
+    """
+    if values.dtype == object:
+        return values.astype(object).where(values.notna(), "-").astype(str).to_numpy()
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    table = pd.Series(uniques, dtype=values.dtype).astype(object).astype(str).to_numpy()
+    return np.append(table, "-")[codes]
+
+
 def _flag(conns: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(value, known) of a Zeek bool column such as ``local_orig``."""
     if name not in conns.columns:
