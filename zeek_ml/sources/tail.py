@@ -297,13 +297,7 @@ class LogFollower:
         cur = self.current
         if cur is None or cur.handle is None or cur.compressed:
             return False
-        if not self._is_live(cur):
-            return True
-        try:
-            size = os.fstat(cur.handle.fileno()).st_size
-        except (OSError, ValueError):
-            return False
-        return size > cur.offset + len(cur.partial)
+        return not self._is_live(cur) or self.lag_bytes() > len(cur.partial)
 
     def close(self) -> None:
         if self.current is not None and self.current.handle is not None:
