@@ -61,7 +61,7 @@ class LocalNets:
         cache = _CACHE.setdefault(self.nets, {})
         if len(cache) > CACHE_SIZE:
             cache.clear()
-        nets: list | None = None
+        nets: tuple[list, set] | None = None
         local_u = np.zeros(len(uniques) + 1, dtype=bool)  # last slot: missing address
         group_u = np.zeros(len(uniques) + 1, dtype=bool)
         for i, text in enumerate(uniques):
@@ -69,8 +69,9 @@ class LocalNets:
             known = cache.get(text)
             if known is None:
                 if nets is None:
-                    nets = self._networks()
-                known = cache[text] = _classify(text, nets)
+                    networks = self._networks()
+                    nets = networks, {n.broadcast_address for n in networks if n.version == 4 and n.prefixlen < 31}
+                known = cache[text] = _classify(text, *nets)
             local_u[i], group_u[i] = known
         codes = np.where(codes < 0, len(uniques), codes)
         return local_u[codes], group_u[codes]
@@ -81,12 +82,11 @@ CACHE_SIZE = 1 << 16
 _CACHE: dict[tuple[str, ...], dict[str, tuple[bool, bool]]] = {}
 
 
-def _classify(text: str, nets: list) -> tuple[bool, bool]:
+def _classify(text: str, nets: list, broadcasts: set) -> tuple[bool, bool]:
     """(is_local, is_group) of one address's text; (False, False) for text that is no address."""
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
         return False, False
-    broadcasts = {n.broadcast_address for n in nets if n.version == 4 and n.prefixlen < 31}
     local = any(ip in n for n in nets if n.version == ip.version)
     return local, ip.is_multicast or ip in broadcasts or str(ip) == "255.255.255.255"
