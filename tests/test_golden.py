@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -44,7 +43,7 @@ LOCAL_INPUTS = [
 
 
 def _shared_labelled() -> Path | None:
-    root = Path(os.environ.get("ZEEK_ML_SHARED_DATA", REPO.parent / "shared" / "data")) / "zeek_labeled"
+    root = DATA / "zeek_labeled"  # conftest's ../shared/data, or $ZEEK_ML_SHARED_DATA
     return root if root.is_dir() else None
 
 
@@ -138,7 +137,6 @@ def record() -> None:
 if __name__ == "__main__":
     if sys.argv[1:] != ["--record"]:
         sys.exit("usage: python -m tests.test_golden --record")
-    os.environ.setdefault("ZEEK_ML_SHARED_DATA", str(REPO.parent / "shared" / "data"))
     record()
 
 
