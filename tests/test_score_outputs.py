@@ -276,6 +276,75 @@ def test_no_signal_landing_in_a_read_is_lost() -> None:
     assert int(out.stdout) == 0
 
 
+_SWALLOWED_STOP = """
+import signal
+import zeek_ml.model.scorer as scorer
+
+made = scorer.Scorer.__init__
+
+
+def swallowing(self, *args, **kwargs):
+    made(self, *args, **kwargs)
+    try:  # the stop lands where Python code runs under a C extension that clears errors
+        signal.raise_signal(signal.{signame})
+    except BaseException:
+        pass
+
+
+scorer.Scorer.__init__ = swallowing
+"""
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_lost_to_python_still_stops_the_run(tmp_path: Path, signame: str, code: int) -> None:
+    """The cause of a stopped ``score -`` that waited forever (1 run in 40): the Ctrl-C landed in
+    ``import numba``, whose C extensions cleared it. Here a sitecustomize swallows the stop the same
+    way right after the scorer is made; the reader raises it again, before it waits for input."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SWALLOWED_STOP.replace("{signame}", signame))
+    work = tmp_path / "work"
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{ROOT}")
+    command = [sys.executable, "-m", "zeek_ml", "score", "-", "-o", "notice.log", "--all", "all.log"]
+    proc = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=work,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(CONN.read_bytes())
+    proc.stdin.flush()
+    try:
+        assert proc.wait(timeout=60) == code, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert "Traceback" not in proc.stderr.read().decode()
+    assert list(work.iterdir()) == []
+
+
+def test_python_m_keeps_the_exit_code_after_a_ctrl_c_caught_in_string_code(tmp_path: Path) -> None:
+    """``python -m zeek_ml`` ended by SIGINT (-2) instead of 130 when the Ctrl-C had been raised in code
+    run from a string (numba and dataclasses build functions with ``exec``) and then handled: a
+    CPython flag. Here ``main`` is replaced (a sitecustomize) by one that does just that and returns 3."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import zeek_ml.cli\n"
+        "def main(argv=None):\n"
+        "    try:\n"
+        "        exec('raise KeyboardInterrupt')\n"
+        "    except KeyboardInterrupt:\n"
+        "        return 3\n"
+        "zeek_ml.cli.main = main\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    out = subprocess.run([sys.executable, "-m", "zeek_ml"], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 3, (out.returncode, out.stderr)
+
+
 # --------------------------------------------------------------------------- symlinks
 
 

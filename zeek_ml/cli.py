@@ -265,13 +265,25 @@ def _cluster_engine(args: argparse.Namespace, model, threshold, options):
 
 
 def _exit_on_sigterm() -> None:
-    """SIGTERM (``kill``, ``timeout``) unwinds like Ctrl-C, so a stopped run removes its temporary outputs."""
+    """SIGTERM (``kill``, ``timeout``) unwinds like Ctrl-C, so a stopped run removes its temporary outputs.
+
+    Both are also remembered (:func:`~zeek_ml.sources.files.stop_run`): a stop raised while a C
+    extension imports (numba's first use; the extension clears the error) or in a finalizer is
+    lost to Python, and the reader raises it again at its next read or wait for input.
+    """
     import signal
 
+    from zeek_ml.sources.files import stop_run
+
     def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
+        stop_run(SystemExit(128 + signum))
+
+    def interrupt(signum: int, frame: object) -> None:
+        stop_run(KeyboardInterrupt())
 
     signal.signal(signal.SIGTERM, stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def _is_stdout(*outputs: str | None) -> bool:

@@ -13,7 +13,7 @@ import select
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -507,6 +507,28 @@ class _Replay:
         self.close()
 
 
+_STOPS: list[BaseException] = []
+"""The stop a signal handler asked for (:func:`stop_run`), until the reader has raised it again."""
+
+
+def stop_run(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` (a signal handler's ``KeyboardInterrupt`` or ``SystemExit``) and remember it.
+
+    Python loses an exception raised in a finalizer, and a C extension that clears errors loses one
+    raised while it runs Python code (a Ctrl-C landing in ``import numba``, 1 stopped ``score -`` in
+    40 here, which then waited for input forever); :func:`honour_stop` raises it again.
+    """
+    _STOPS[:] = [exc]
+    raise exc
+
+
+def honour_stop() -> None:
+    """Raise once more a stop asked for by :func:`stop_run` (the reader calls it before each read)."""
+    if _STOPS:
+        exc = _STOPS.pop()
+        raise exc.with_traceback(None)
+
+
 class _StdinPipe:
     """Standard input read so that Ctrl-C and SIGTERM always get through.
 
@@ -532,6 +554,7 @@ class _StdinPipe:
         parts: list[bytes] = []
         got = 0
         while n < 0 or got < n:
+            honour_stop()
             ready, _, _ = select.select([self.fd], [], [], self.WAIT)
             if not ready:
                 continue
@@ -693,6 +716,7 @@ def _iter_lines(f: Any, path: str, ctx: ReadContext) -> Iterator[pd.DataFrame]:
     skipped_head = b""
     partial = b""
     while True:
+        honour_stop()
         chunk = f.read(ctx.batch_bytes)
         if skipping:
             if not chunk:
