@@ -7,10 +7,12 @@ the test needs no network. One sdist build and two installs: about 30-60 s.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -39,7 +41,12 @@ def clean_env(**extra: str) -> dict[str, str]:
 def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sdist, built from this checkout and unpacked in a directory of its own."""
     out = tmp_path_factory.mktemp("dist")
-    run(sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", out, ROOT, cwd=ROOT)
+    # one build at a time: setuptools assembles the sdist in the checkout, and two pytest-xdist workers
+    # building at once took each other's files away
+    lock = Path(tempfile.gettempdir()) / f"zeek-ml-sdist-{os.getuid()}.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        run(sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", out, ROOT, cwd=ROOT)
     (archive,) = out.glob("zeek_ml-*.tar.gz")
     with tarfile.open(archive) as tar:
         tar.extractall(out / "unpacked", filter="data")

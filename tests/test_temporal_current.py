@@ -7,7 +7,7 @@ window beyond ``k``, gaps beyond the window and the expiry, far-off ts that the 
 new epoch, missing values, address columns that are not plain strings), cut into batches at random points,
 with JSON checkpoints restored into the same implementation or the other one, ``max_hosts`` small enough
 to evict and ``ttl_s`` short enough to expire, and the interned addresses compacted at every batch or
-never. The fast implementation also runs as plain Python (numba off) in a subprocess.
+never. The fast implementation also runs as plain Python (the compiled extension off) in a subprocess.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from tests import temporal_current as cur
 from tests.conftest import SAMPLE_LOGS, TEST_DATA
 from zeek_ml.features import context as fast
+from zeek_ml.features import hostkernel
 from zeek_ml.sources.files import read_frames
 
 STATES = ["S0", "SF", "REJ", "RSTO", "S1", "SH", "OTH", "RSTOS0", None]
@@ -188,15 +189,25 @@ def test_many_distinct_addresses_are_forgotten_with_their_hosts() -> None:
     assert len(ctx._intern) <= 4 * (50 * (1 + ctx.k) + 50) + 2000
 
 
-def test_plain_python_without_numba_gives_the_same_features() -> None:
-    """``NUMBA_DISABLE_JIT=1`` (or numba missing): the same functions as Python, the same answer."""
+def test_the_compiled_kernel_runs_and_shares_the_python_layout() -> None:
+    """The extension built at install is what runs here (this suite fails where it was not built), and it
+    reads the tables with the same column numbers as the Python functions."""
+    from zeek_ml.features import _hostkernel
+
+    assert hostkernel.COMPILED
+    assert hostkernel.rows is _hostkernel.rows
+    assert {name: getattr(hostkernel, name) for name in _hostkernel.LAYOUT} == _hostkernel.LAYOUT
+
+
+def test_plain_python_gives_the_same_features() -> None:
+    """``ZEEK_ML_PURE_PYTHON=1`` (or the extension not built): the Python functions, the same answer."""
     code = """
 import json, sys
 import numpy as np
 from zeek_ml.features import context, hostkernel
 from zeek_ml.sources.files import read_frames
 from tests import temporal_current as cur
-assert not hostkernel.JIT
+assert not hostkernel.COMPILED
 frame = read_frames([sys.argv[1]]).head(400)
 a, b = cur.HostContext(k=8, max_hosts=30), context.HostContext(k=8, max_hosts=30)
 for part in (frame.iloc[:150], frame.iloc[150:]):
@@ -204,7 +215,7 @@ for part in (frame.iloc[:150], frame.iloc[150:]):
 assert json.dumps(a.state()) == json.dumps(b.state())
 print("ok")
 """
-    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    env = {**os.environ, "ZEEK_ML_PURE_PYTHON": "1"}
     path = str(TEST_DATA / "lab" / "lab-namespaces-2026.part1.head4000.conn.log.labeled.gz")
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-c", code, path], env=env, cwd=root, capture_output=True, text=True)

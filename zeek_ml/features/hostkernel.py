@@ -7,8 +7,11 @@ the Python implementation before issue 13 did with an ``OrderedDict`` of hosts, 
 ``k`` connections, dict counters and running sums (``tests/temporal_current.py`` keeps it): the same
 additions and subtractions in the same order, so every float is bit-identical.
 
-Compiled with numba when it is installed (it is a dependency); without it (or with
-``NUMBA_DISABLE_JIT=1``) the same functions run as plain Python, correct but slow.
+The loops (``rows``, ``load``, ``compact_windows``, ``lru_order``, ``windows`` and the helpers they call)
+run compiled: ``_hostkernel.pyx`` is the same code with C types, built by Cython when zeek-ml is installed
+(pip fetches Cython for the build; nothing of it is needed at run time). Where that extension is missing
+(a checkout never installed) or ``ZEEK_ML_PURE_PYTHON=1`` is set, the Python functions below run instead:
+the same answers, about 60 times slower.
 
 A table is a tuple ``(si, sf, ri, rf, st, meta, free, wts, wnext, slot_of)``:
 
@@ -29,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,29 +48,6 @@ NMETA = 5
 NFEAT = 18
 
 
-def _jit(f: Callable) -> Callable:
-    return f
-
-
-JIT = False
-if os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0"):
-    try:
-        import numba
-
-        def _jit(f: Callable) -> Callable:  # type: ignore[no-redef]
-            try:  # cached next to this file, or in the user's cache directory when that is read-only
-                return numba.njit(cache=True, nogil=True)(f)
-            except Exception:  # no writable cache anywhere: compile at each start
-                return numba.njit(nogil=True)(f)
-
-        JIT = True
-    except ImportError:  # pragma: no cover - numba is a dependency
-        logging.getLogger("zeek_ml.time").warning(
-            "zeek-ml: numba is not installed: the per-host context runs as plain Python, about 60 times slower"
-        )
-
-
-@_jit
 def _unlink(si, meta, s):
     p = si[s, PREV]
     nx = si[s, NEXT]
@@ -82,7 +61,6 @@ def _unlink(si, meta, s):
         meta[TAIL] = p
 
 
-@_jit
 def _link_tail(si, meta, s):
     t = meta[TAIL]
     si[s, PREV] = t
@@ -94,7 +72,6 @@ def _link_tail(si, meta, s):
     meta[TAIL] = s
 
 
-@_jit
 def _evict(si, meta, free, slot_of, s):
     """Forget the host in slot ``s`` (its slot goes back to the free stack)."""
     _unlink(si, meta, s)
@@ -104,7 +81,6 @@ def _evict(si, meta, free, slot_of, s):
     meta[FREE] += 1
 
 
-@_jit
 def _new_slot(si, sf, meta, free, slot_of, key):
     """A fresh host at the LRU tail (``OrderedDict[key] = _Host()``), without the max_hosts check."""
     meta[FREE] -= 1
@@ -127,7 +103,6 @@ def _new_slot(si, sf, meta, free, slot_of, key):
     return s
 
 
-@_jit
 def _touch(si, sf, meta, free, slot_of, key, max_hosts):
     """The host's slot, moved to the LRU tail; a new host evicts the least recently seen one when the
     table holds more than ``max_hosts`` (one, as ``popitem(last=False)`` did; it may be this very host)."""
@@ -142,7 +117,6 @@ def _touch(si, sf, meta, free, slot_of, key, max_hosts):
     return s
 
 
-@_jit
 def _pop_window(si, wts, wnext, s, lo):
     c = si[s, WCNT]
     h = si[s, WHEAD]
@@ -157,7 +131,6 @@ def _pop_window(si, wts, wnext, s, lo):
         si[s, WHEAD] = h
 
 
-@_jit
 def _window_append(si, meta, wts, wnext, s, t):
     w = meta[WLEN]
     meta[WLEN] = w + 1
@@ -171,7 +144,6 @@ def _window_append(si, meta, wts, wnext, s, t):
     si[s, WCNT] += 1
 
 
-@_jit
 def _add(si, sf, ri, rf, st, s, t, peer, port, failed, ob, rb, k, sorted_times):
     """``_Host.add``: remember one connection, the oldest of ``k`` forgotten (not the window)."""
     n = si[s, RCNT]
@@ -241,13 +213,11 @@ def _add(si, sf, ri, rf, st, s, t, peer, port, failed, ob, rb, k, sorted_times):
     si[s, RCNT] = n + 1
 
 
-@_jit
 def _expire(si, sf, meta, free, slot_of, limit):
     while meta[COUNT] > 0 and sf[meta[HEAD], LAST] < limit:
         _evict(si, meta, free, slot_of, meta[HEAD])
 
 
-@_jit
 def rows(otab, rtab, params, clock, ts, oid, rid, port, failed, ob, rb, start, feats, out, seq):
     """Take in rows ``start..`` (features into ``out[i]`` and ``seq[i]`` when ``feats``); return the
     first row not taken in: a table ran out of free slots or window store (the caller grows it and
@@ -364,7 +334,6 @@ def rows(otab, rtab, params, clock, ts, oid, rid, port, failed, ob, rb, start, f
     return n
 
 
-@_jit
 def compact_windows(si, meta, wts, wnext, nts, nnext):
     """Copy every live host's window into the new store ``nts``/``nnext`` (LRU order), dropping what
     expired hosts and popped starts left behind."""
@@ -386,7 +355,6 @@ def compact_windows(si, meta, wts, wnext, nts, nnext):
     meta[WLEN] = pos
 
 
-@_jit
 def lru_order(si, meta):
     """The live slots, least recently seen first."""
     out = np.empty(meta[COUNT], dtype=np.int64)
@@ -399,7 +367,6 @@ def lru_order(si, meta):
     return out
 
 
-@_jit
 def load(tab, k, sorted_times, keys, nrec, rec_i, rec_f, wlen, wflat, last):
     """Restore hosts as ``_Host.from_list`` did, appended in LRU order without the max_hosts check: host
     ``j`` has ``nrec[j]`` connections (flat, oldest first: ``rec_i`` peer/port/failed, ``rec_f``
@@ -421,7 +388,6 @@ def load(tab, k, sorted_times, keys, nrec, rec_i, rec_f, wlen, wflat, last):
         sf[s, LAST] = last[j]
 
 
-@_jit
 def windows(si, wts, wnext, order):
     """The time windows of the slots in ``order``, one after the other, oldest start first."""
     total = 0
@@ -537,3 +503,24 @@ def remap_ids(tab: tuple, remap: np.ndarray, ids: int) -> tuple:
     slot_of = np.full(ids, -1, dtype=np.int64)
     slot_of[si[order, KEY]] = order
     return (si, sf, ri, rf, st, meta, free, wts, wnext, slot_of)
+
+
+COMPILED = False
+"""Whether the loops above are the compiled ones of ``_hostkernel.pyx``."""
+if os.environ.get("ZEEK_ML_PURE_PYTHON", "") in ("", "0"):
+    try:
+        from zeek_ml.features import _hostkernel as _compiled
+    except ImportError:
+        logging.getLogger("zeek_ml.time").warning(
+            "zeek-ml: the compiled per-host context is not built (install zeek-ml with pip); "
+            "it runs as plain Python, about 60 times slower"
+        )
+    else:
+        rows = _compiled.rows
+        compact_windows = _compiled.compact_windows
+        lru_order = _compiled.lru_order
+        load = _compiled.load
+        windows = _compiled.windows
+        _new_slot = _compiled.new_slot
+        _window_append = _compiled.window_append
+        COMPILED = True
