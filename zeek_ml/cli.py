@@ -386,6 +386,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if not args.path or not args.output:
         raise CliError("watch needs PATH and -o/--output (or --print-systemd-unit)", EXIT_INPUT)
     model = _load(args.model)
+    model.threads = args.threads
     options = WatchOptions(
         path=args.path,
         notice_out=args.output,
@@ -767,6 +768,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="once new lines arrive, wait up to this long for more and score them as one batch: less CPU, "
         "that much more latency (default: 0, at once; 0.02 halves the CPU at 10k conn/s)",
+    )
+    watch.add_argument(
+        "--threads",
+        type=_threads,
+        default=default_threads(),
+        metavar="N",
+        help="threads the model runs a batch's 1,024-row parts in (the same verdicts, sooner under load; "
+        f"default: the cores this process may use, {default_threads()})",
     )
     watch.add_argument("--from-end", action="store_true", help="on a first start, skip the rows already written")
     watch.add_argument("--poll", action="store_true", help="no file-system events: poll (NFS and the like)")

@@ -30,6 +30,8 @@ from zeek_ml.features.context import HostContext
 __all__ = ["ConnModel", "FeatureSpecMismatch", "ModelLoadError", "load_model"]
 
 REQUIRED_KEYS = ("zeek_ml.feature_spec", "zeek_ml.threshold", "zeek_ml.model_name", "zeek_ml.model_version")
+MIN_THREAD_ROWS = 128
+"""The fewest rows one of ``ConnModel.threads`` threads is given."""
 DEFAULT_BATCH_ROWS = 1024
 """Rows per onnxruntime run. Measured (issue 13, conn-cnn-v2, 1 thread): 1,024 rows run 1.4 x faster than
 65,536 (the activations stay in cache) and keep onnxruntime's arena small; 256 to 2,048 are within noise.
@@ -206,8 +208,8 @@ class ConnModel:
     sha256: str
     batch_rows: int = DEFAULT_BATCH_ROWS
     threads: int = 1
-    """Threads :meth:`predict_all` runs its 1,024-row calls in (``evaluate --threads``; ``score`` runs the
-    model beside its other work instead, :meth:`zeek_ml.model.scorer.Scorer.stream`)."""
+    """Threads :meth:`predict_all` runs its 1,024-row calls in (``evaluate --threads``, ``watch --threads``;
+    ``score`` runs the model beside its other work instead, :meth:`zeek_ml.model.scorer.Scorer.stream`)."""
     families: tuple[str, ...] = ()
     """Attack family names, when the model has a ``family`` output (probabilities over them)."""
     explainer: Explainer | None = None
@@ -246,13 +248,18 @@ class ConnModel:
         fam = np.empty((len(X), len(self.families)), dtype=np.float32) if self.families else None
         names = ["score", "family"] if self.families else None  # None: the graph's only output
 
-        def run(s: int) -> None:
-            res = self.session.run(names, {self._input: X[s : s + self.batch_rows]})  # type: ignore[attr-defined]
-            out[s : s + self.batch_rows] = np.asarray(res[0], dtype=np.float32).reshape(-1)
-            if fam is not None:
-                fam[s : s + self.batch_rows] = res[1]
+        step = self.batch_rows
+        if self.threads > 1 and len(X) >= 2 * MIN_THREAD_ROWS:
+            # a batch of a few hundred rows (watch under load) is shared out too
+            step = min(step, max(MIN_THREAD_ROWS, -(-len(X) // self.threads)))
 
-        starts = range(0, len(X), self.batch_rows)
+        def run(s: int) -> None:
+            res = self.session.run(names, {self._input: X[s : s + step]})  # type: ignore[attr-defined]
+            out[s : s + step] = np.asarray(res[0], dtype=np.float32).reshape(-1)
+            if fam is not None:
+                fam[s : s + step] = res[1]
+
+        starts = range(0, len(X), step)
         if self.threads > 1 and len(starts) > 1:
             # onnxruntime runs concurrent calls of one session and lets go of the GIL; a row's scores
             # do not depend on the rows run with it, so the result is the one-thread result
