@@ -342,6 +342,15 @@ def notice_digest(path: str) -> str:
     return h.hexdigest()[:12]
 
 
+def ensure_compiled(code_dir: str) -> None:
+    """Build a checkout's compiled per-host context in place (``cythonize -i``) when it has the source
+    (``_hostkernel.pyx``, since issue 13's third slice) but not the extension: a checkout made by
+    ``git worktree`` or ``git archive`` was never installed, and would run the slow Python fallback."""
+    pyx = Path(code_dir) / "zeek_ml" / "features" / "_hostkernel.pyx"
+    if pyx.exists() and not list(pyx.parent.glob("_hostkernel*.so")):
+        subprocess.run([sys.executable, "-m", "Cython.Build.Cythonize", "-i", "-3", str(pyx)], check=True)
+
+
 def run_code(code_dir: str, args: list[str]) -> tuple[int, str, float, float, float]:
     """``python -m zeek_ml ARGS`` from ``code_dir``: (exit status, output, wall s, CPU s, peak RSS MiB)."""
     env = dict(os.environ)
@@ -451,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.reuse or bench_file(args.rows)
     if args.code:
         codes = [(c.partition("=")[0], os.path.abspath(c.partition("=")[2] or ".")) for c in args.code]
+        for _, code_dir in codes:
+            ensure_compiled(code_dir)
         variants = [(v.partition("=")[0], v.partition("=")[2].split()) for v in args.variant or ["default="]]
         return compare_codes(path, codes, variants, args.repeat)
     floor = measure_child("pyarrow", path, args.repeat)
