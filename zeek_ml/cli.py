@@ -268,7 +268,7 @@ def _exit_on_sigterm() -> None:
     """SIGTERM (``kill``, ``timeout``) unwinds like Ctrl-C, so a stopped run removes its temporary outputs.
 
     Both are also remembered (:func:`~zeek_ml.sources.files.stop_run`): a stop raised while a C
-    extension imports (numba's first use; the extension clears the error) or in a finalizer is
+    extension runs Python code and clears the error (seen in ``import numba``) or in a finalizer is
     lost to Python, and the reader raises it again at its next read or wait for input.
     """
     import signal
@@ -774,7 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_threads,
         default=default_threads(),
         metavar="N",
-        help="threads the model runs a batch's 1,024-row parts in (the same verdicts, sooner under load; "
+        help="threads the model runs a batch's parts in (the same verdicts, sooner under load; "
         f"default: the cores this process may use, {default_threads()})",
     )
     watch.add_argument("--from-end", action="store_true", help="on a first start, skip the rows already written")

@@ -515,8 +515,9 @@ def stop_run(exc: BaseException) -> NoReturn:
     """Raise ``exc`` (a signal handler's ``KeyboardInterrupt`` or ``SystemExit``) and remember it.
 
     Python loses an exception raised in a finalizer, and a C extension that clears errors loses one
-    raised while it runs Python code (a Ctrl-C landing in ``import numba``, 1 stopped ``score -`` in
-    40 here, which then waited for input forever); :func:`honour_stop` raises it again.
+    raised while it runs Python code (a Ctrl-C landing in ``import numba`` when the host context ran on
+    numba: 1 stopped ``score -`` in 40, which then waited for input forever); :func:`honour_stop` raises
+    it again.
     """
     _STOPS[:] = [exc]
     raise exc
