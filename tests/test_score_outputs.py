@@ -327,6 +327,30 @@ def test_a_stop_lost_to_python_still_stops_the_run(tmp_path: Path, signame: str,
     assert list(work.iterdir()) == []
 
 
+def test_a_remembered_stop_does_not_outlive_its_command(tmp_path: Path) -> None:
+    """A stop remembered for the reader (say by a run stopped earlier in this process) does not stop the
+    next command run in the same process: it scores its log and exits 0."""
+    probe = (
+        "import sys\n"
+        "from zeek_ml import cli\n"
+        "from zeek_ml.sources import files\n"
+        "try:\n"
+        "    files.stop_run(KeyboardInterrupt())\n"
+        "except KeyboardInterrupt:\n"
+        "    pass\n"
+        "code = cli.main(['score', sys.argv[1], '-o', sys.argv[2], '-q'])\n"
+        "files.honour_stop()  # nothing left after it either\n"
+        "print(code)\n"
+    )
+    out = tmp_path / "notice.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(CONN), str(out)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr
+    assert out.exists()
+
+
 def test_python_m_keeps_the_exit_code_after_a_ctrl_c_caught_in_string_code(tmp_path: Path) -> None:
     """``python -m zeek_ml`` ended by SIGINT (-2) instead of 130 when the Ctrl-C had been raised in code
     run from a string (numba and dataclasses build functions with ``exec``) and then handled: a

@@ -472,21 +472,23 @@ def test_eve_json_in_eve_alerts_out_exactly_once(tmp_path: Path) -> None:
 
 
 def test_threads_give_the_same_verdicts_and_notices(tmp_path: Path) -> None:
-    """``watch --threads 2`` runs a batch's 1,024-row parts of the model in two threads: 4,000 real rows
-    (one batch of four parts) give the same scores, reasons and notices as ``--threads 1``."""
+    """``watch --threads 2`` runs the model on a batch's parts in two threads: 4,000 real rows give the same
+    scores, reasons and notices as ``--threads 1``, in one batch (1,024-row parts) and in 48 KiB batches
+    of about 300 rows (two parts each, as under load)."""
     logs = tmp_path / "logs"
     logs.mkdir()
     lab = ROOT / "tests" / "data" / "lab" / "lab-namespaces-2026.part1.head4000.conn.log.labeled.gz"
     (logs / "conn.log").write_bytes(gzip.decompress(lab.read_bytes()))
     written = {}
-    for threads in ("1", "2"):
-        out = tmp_path / f"out{threads}"
+    for threads, kib in (("1", "4096"), ("2", "4096"), ("2", "48")):
+        out = tmp_path / f"out{threads}-{kib}"
         out.mkdir()
-        drain(logs, out, "--threads", threads)
-        written[threads] = [
+        drain(logs, out, "--threads", threads, "--batch-kib", kib)
+        written[threads, kib] = [
             [ln for ln in (out / name).read_text().splitlines() if not ln.startswith(("#open", "#close"))]
             for name in ("notice.log", "all.log")
         ]
-    notices, rows = ([ln for ln in lines if not ln.startswith("#")] for lines in written["2"])
+    notices, rows = ([ln for ln in lines if not ln.startswith("#")] for lines in written["1", "4096"])
     assert len(rows) == 4000 and notices  # every row, and incidents to report
-    assert written["2"] == written["1"]
+    assert written["2", "4096"] == written["1", "4096"]
+    assert written["2", "48"] == written["1", "4096"]

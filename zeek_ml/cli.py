@@ -909,7 +909,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return _dispatch(args)
     except CliError as e:
         _say(_one_line(f"error: {e}"))
         return e.code
@@ -934,6 +934,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _say(_one_line(f"error: {type(e).__name__}: {e}") + " (run with --debug for the traceback)")
         return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command. A stop that ``score``'s signal handlers remembered belongs to one command: none is
+    left over from before (an earlier ``main()`` in this process, a stopped library call) or after it."""
+    _forget_stop()
+    try:
+        return args.func(args)
+    finally:
+        _forget_stop()
+
+
+def _forget_stop() -> None:
+    files = sys.modules.get("zeek_ml.sources.files")  # not imported: nothing to forget (and --help stays quick)
+    if files is not None:
+        files.forget_stop()
 
 
 def _one_line(message: str) -> str:

@@ -24,7 +24,7 @@ host not seen for ``ttl_s`` seconds of log time (the largest ``ts`` seen) expire
 No IP address leaves this module as a feature: only counts, shares and times.
 
 Implementation: the hosts live in flat numpy arrays (slots; addresses interned as small integers) and a
-batch whose ``ts`` are all sane is taken in by one compiled loop (:mod:`zeek_ml.features.hostkernel`, numba)
+batch whose ``ts`` are all sane is taken in by one compiled loop (:mod:`zeek_ml.features.hostkernel`, a C extension)
 that does, row for row, the operations of the Python loop it replaced (kept as
 ``tests/temporal_current.py``; a property test proves the two bit-identical, checkpoints included): the
 same running sums in the same order, the same LRU and expiry. A batch with a ``ts`` the clock has to
@@ -50,27 +50,12 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from zeek_ml.features import hostkernel as _K
-else:
-
-    class _LazyKernel:
-        """``zeek_ml.features.hostkernel``, imported on first use: importing numba takes a few tenths of a second
-        that a command without a host context (the v1 model, the incident clock, ``--help``) need not pay."""
-
-        def __getattr__(self, name: str) -> Any:
-            global _K
-            from zeek_ml.features import hostkernel as _hostkernel
-
-            _K = _hostkernel
-            return getattr(_hostkernel, name)
-
-    _K = _LazyKernel()
+from zeek_ml.features import hostkernel as _K
 
 __all__ = ["FAILED_STATES", "TEMPORAL_FEATURES", "HostContext", "StreamClock", "ts_seconds"]
 

@@ -31,7 +31,8 @@ __all__ = ["ConnModel", "FeatureSpecMismatch", "ModelLoadError", "load_model"]
 
 REQUIRED_KEYS = ("zeek_ml.feature_spec", "zeek_ml.threshold", "zeek_ml.model_name", "zeek_ml.model_version")
 MIN_THREAD_ROWS = 128
-"""The fewest rows one of ``ConnModel.threads`` threads is given."""
+"""With ``ConnModel.threads`` > 1 a batch of fewer than 1,024 rows is still shared out, in parts of at least
+this many rows (the last part may be shorter)."""
 DEFAULT_BATCH_ROWS = 1024
 """Rows per onnxruntime run. Measured (issue 13, conn-cnn-v2, 1 thread): 1,024 rows run 1.4 x faster than
 65,536 (the activations stay in cache) and keep onnxruntime's arena small; 256 to 2,048 are within noise.

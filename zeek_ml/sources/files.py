@@ -523,6 +523,11 @@ def stop_run(exc: BaseException) -> NoReturn:
     raise exc
 
 
+def forget_stop() -> None:
+    """Drop a remembered stop (a command that ended, by it or not: the next one in this process starts clean)."""
+    _STOPS.clear()
+
+
 def honour_stop() -> None:
     """Raise once more a stop asked for by :func:`stop_run` (the reader calls it before each read)."""
     if _STOPS:
