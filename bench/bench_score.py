@@ -343,18 +343,17 @@ def notice_digest(path: str) -> str:
 
 
 def ensure_compiled(code_dir: str) -> None:
-    """Build a checkout's compiled per-host context in place (``cythonize -i``) when it has the source
-    (``_hostkernel.pyx``, since issue 13's third slice) but no extension, or one older than the source: a
-    checkout made by ``git worktree`` or ``git archive`` was never installed, and would run the slow
-    Python fallback."""
+    """Build a checkout's compiled per-host context in place when it has the source (``_hostkernel.pyx``,
+    since issue 13's third slice) but no extension, or one older than the source: a checkout made by
+    ``git worktree`` or ``git archive`` was never installed, and would run the slow Python fallback.
+    Built by setuptools from the checkout's own ``pyproject.toml``, with the flags an install uses."""
     pyx = Path(code_dir) / "zeek_ml" / "features" / "_hostkernel.pyx"
     if not pyx.exists():
         return
     built = list(pyx.parent.glob("_hostkernel*.so"))
     if not built or min(b.stat().st_mtime for b in built) < pyx.stat().st_mtime:
-        env = dict(os.environ, CFLAGS=os.environ.get("CFLAGS", "") + " -ffp-contract=off")  # as pyproject.toml
-        cythonize = [sys.executable, "-m", "Cython.Build.Cythonize", "-f", "-i", "-3", str(pyx)]
-        subprocess.run(cythonize, check=True, env=env)
+        build = [sys.executable, "-c", "from setuptools import setup; setup()", "build_ext", "--inplace", "--force"]
+        subprocess.run(build, check=True, cwd=code_dir, stdout=subprocess.DEVNULL)
 
 
 def run_code(code_dir: str, args: list[str]) -> tuple[int, str, float, float, float]:
