@@ -226,26 +226,14 @@ cdef inline void c_expire(i64[:, ::1] si, double[:, ::1] sf, i64[::1] meta, i64[
 def rows(tuple otab, tuple rtab, double[::1] params, double[::1] clock, double[:] ts, i64[:] oid, i64[:] rid,
          i64[:] port, i64[:] failed, double[:] ob, double[:] rb, i64 start, bint feats, double[:, :] out,
          float[:, :, :] seq):
-    cdef i64[:, ::1] osi = otab[0]
-    cdef double[:, ::1] osf = otab[1]
-    cdef i64[:, :, ::1] ori = otab[2]
-    cdef double[:, :, ::1] orf = otab[3]
-    cdef double[:, ::1] ost = otab[4]
-    cdef i64[::1] ometa = otab[5]
-    cdef i64[::1] ofree = otab[6]
-    cdef double[::1] owts = otab[7]
-    cdef i64[::1] ownext = otab[8]
-    cdef i64[::1] oslot = otab[9]
-    cdef i64[:, ::1] rsi = rtab[0]
-    cdef double[:, ::1] rsf = rtab[1]
-    cdef i64[:, :, ::1] rri = rtab[2]
-    cdef double[:, :, ::1] rrf = rtab[3]
-    cdef double[:, ::1] rst = rtab[4]
-    cdef i64[::1] rmeta = rtab[5]
-    cdef i64[::1] rfree = rtab[6]
-    cdef double[::1] rwts = rtab[7]
-    cdef i64[::1] rwnext = rtab[8]
-    cdef i64[::1] rslot = rtab[9]
+    cdef i64[:, ::1] osi, rsi
+    cdef double[:, ::1] osf, rsf, ost, rst
+    cdef i64[:, :, ::1] ori, rri
+    cdef double[:, :, ::1] orf, rrf
+    cdef i64[::1] ometa, ofree, ownext, oslot, rmeta, rfree, rwnext, rslot
+    cdef double[::1] owts, rwts
+    osi, osf, ori, orf, ost, ometa, ofree, owts, ownext, oslot = otab
+    rsi, rsf, rri, rrf, rst, rmeta, rfree, rwts, rwnext, rslot = rtab
     cdef i64 k = <i64>params[0]
     cdef double window_s = params[1]
     cdef double ttl_s = params[2]
@@ -399,16 +387,13 @@ def lru_order(i64[:, ::1] si, i64[::1] meta):
 
 def load(tuple tab, i64 k, bint sorted_times, i64[::1] keys, i64[::1] nrec, i64[:, ::1] rec_i,
          double[:, ::1] rec_f, i64[::1] wlen, double[::1] wflat, double[::1] last):
-    cdef i64[:, ::1] si = tab[0]
-    cdef double[:, ::1] sf = tab[1]
-    cdef i64[:, :, ::1] ri = tab[2]
-    cdef double[:, :, ::1] rf = tab[3]
-    cdef double[:, ::1] st = tab[4]
-    cdef i64[::1] meta = tab[5]
-    cdef i64[::1] free = tab[6]
-    cdef double[::1] wts = tab[7]
-    cdef i64[::1] wnext = tab[8]
-    cdef i64[::1] slot_of = tab[9]
+    cdef i64[:, ::1] si
+    cdef double[:, ::1] sf, st
+    cdef i64[:, :, ::1] ri
+    cdef double[:, :, ::1] rf
+    cdef i64[::1] meta, free, wnext, slot_of
+    cdef double[::1] wts
+    si, sf, ri, rf, st, meta, free, wts, wnext, slot_of = tab
     cdef i64 r = 0
     cdef i64 w = 0
     cdef i64 j, q, s

@@ -209,7 +209,7 @@ class ConnModel:
     sha256: str
     batch_rows: int = DEFAULT_BATCH_ROWS
     threads: int = 1
-    """Threads :meth:`predict_all` runs its 1,024-row calls in (``evaluate --threads``, ``watch --threads``;
+    """Threads :meth:`predict_all` runs its calls in (``evaluate --threads``, ``watch --threads``;
     ``score`` runs the model beside its other work instead, :meth:`zeek_ml.model.scorer.Scorer.stream`)."""
     families: tuple[str, ...] = ()
     """Attack family names, when the model has a ``family`` output (probabilities over them)."""
