@@ -223,6 +223,37 @@ def test_v2_names_family_and_reasons_for_flagged_rows_only(v2, lab_rows) -> None
     assert (fam[scan] == "PortScan").mean() > 0.5
 
 
+def test_occlusion_skips_groups_at_reference_and_chunks_without_changing_drops(v2, lab_rows) -> None:
+    """The explainer runs the model once per row for the groups already at their reference values and
+    in bounded chunks: its drops equal occluding every group of every row in one plain call."""
+    X = v2.features(lab_rows, v2.new_context())
+    scores = v2.predict_proba(X)
+    exp = v2.explainer
+    rows = X[np.round(scores.astype(np.float64), 6) >= v2.threshold][:700]
+    rows = np.concatenate([rows, rows[:50]])  # repeated rows are occluded once
+    at_ref = np.array([[(r[idx] == exp.reference[idx]).all() for _, idx in exp.groups] for r in rows])
+    assert at_ref.any() and not at_ref.all()  # both kinds are present in these real rows
+    s = v2.predict_proba(rows)
+    plain = np.stack(
+        [
+            s - v2.predict_proba(np.where(np.isin(np.arange(X.shape[1]), idx), exp.reference, rows))
+            for _, idx in exp.groups
+        ],
+        axis=1,
+    )
+    calls = []
+    predict = exp.predict
+    exp.predict, exp.chunk_rows = (lambda A: calls.append(len(A)) or predict(A)), 128
+    try:
+        got = exp.contributions(rows, s)
+    finally:
+        exp.predict, exp.chunk_rows = predict, 4096
+    np.testing.assert_allclose(got, plain, atol=1e-6)
+    distinct = len(np.unique(rows, axis=0))
+    assert len(calls) == -(-distinct // 128)
+    assert sum(calls) < distinct * len(exp.groups)  # rows at reference were not occluded group by group
+
+
 def test_v2_notice_log_carries_family_and_reasons(tmp_path) -> None:
     from tests.conftest import run_cli
 

@@ -90,6 +90,8 @@ class Explainer:
         self.groups = _group_columns(spec)
         self.top = 3
         self.min_drop = 0.02
+        self.chunk_rows = 4096
+        """Distinct rows occluded per model call (x groups rows in memory at once)."""
 
     def _v(self, row: np.ndarray, name: str) -> float:
         return float(row[self.spec.index(name)])
@@ -165,24 +167,54 @@ class Explainer:
         X = np.ascontiguousarray(X, dtype=np.float32)
         rows = X.view(np.dtype((np.void, X.dtype.itemsize * X.shape[1]))).ravel()
         _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
-        u = len(first)
-        big = np.repeat(X[first][None, :, :], g, axis=0)
+        occluded = np.empty((len(first), g), dtype=np.float32)
+        for s in range(0, len(first), self.chunk_rows):  # bounded memory: chunk x groups rows at once
+            occluded[s : s + self.chunk_rows] = self._occlude(X[first[s : s + self.chunk_rows]])
+        return np.asarray(scores, dtype=np.float32)[:, None] - occluded[inverse.ravel()]
+
+    def _occlude(self, U: np.ndarray) -> np.ndarray:
+        """Scores [rows, groups] of distinct rows ``U`` with each group set to the reference values.
+
+        A group already at its reference values leaves the row as it is: its score is the row's own
+        (one model run per row for all such groups), not a model run per group."""
+        g = len(self.groups)
+        asis = np.empty((len(U), g), dtype=bool)
+        parts = []
         for j, (_, idx) in enumerate(self.groups):
-            big[j][:, idx] = self.reference[idx]
-        occluded = self.predict(big.reshape(g * u, -1)).reshape(g, u).T[inverse.ravel()]
-        return np.asarray(scores, dtype=np.float32)[:, None] - occluded
+            asis[:, j] = (U[:, idx] == self.reference[idx]).all(1)
+            moved = U[~asis[:, j]]
+            moved[:, idx] = self.reference[idx]
+            parts.append(moved)
+        need_own = asis.any(1)
+        parts.append(U[need_own])
+        out = self.predict(np.concatenate(parts))
+        occluded = np.empty((len(U), g), dtype=np.float32)
+        own = out[len(out) - int(need_own.sum()) :]
+        own_full = np.zeros(len(U), dtype=np.float32)
+        own_full[need_own] = own
+        at = 0
+        for j in range(g):
+            moved = ~asis[:, j]
+            k = int(moved.sum())
+            occluded[moved, j] = out[at : at + k]
+            occluded[~moved, j] = own_full[~moved]
+            at += k
+        return occluded
 
     def explain(self, X: np.ndarray, scores: np.ndarray) -> tuple[list[str], list[tuple[str, ...]]]:
         """Per row: the top groups in words ("; "-joined) and as keys."""
         # Rounded, then a stable sort: onnxruntime's last bits vary with the batch's size, and a
         # notice must say the same thing whether its row was scored offline, live or after a restart.
         drops = np.round(self.contributions(X, scores).astype(np.float64), 3)
+        order = np.argsort(-drops, axis=1, kind="stable")[:, : self.top]
+        strong = np.take_along_axis(drops, order, axis=1) >= self.min_drop
+        strong[:, 0] = True  # sorted: the strong groups lead; with none strong enough, the first one alone
+        names = [key for key, _ in self.groups]
         words, keys = [], []
-        for r in range(len(X)):
-            order = np.argsort(-drops[r], kind="stable")[: self.top]
-            chosen = [j for j in order if drops[r, j] >= self.min_drop] or [int(order[0])]
-            keys.append(tuple(self.groups[j][0] for j in chosen))
-            words.append("; ".join(self.phrase(self.groups[j][0], X[r]) for j in chosen))
+        for r, (o, ok) in enumerate(zip(order.tolist(), strong.tolist(), strict=True)):
+            chosen = [j for j, y in zip(o, ok, strict=True) if y]
+            keys.append(tuple(names[j] for j in chosen))
+            words.append("; ".join(self.phrase(names[j], X[r]) for j in chosen))
         return words, keys
 
 
