@@ -103,3 +103,29 @@ def test_every_zoo_network_trains_and_the_ensemble_exports_exactly(tmp_path: Pat
     np.testing.assert_allclose(got[0], want[0].numpy(), atol=1e-5)
     np.testing.assert_allclose(got[1], want[1].numpy(), atol=1e-5)
     assert got[1].shape == (len(X), 2)
+
+
+def test_a_distilled_network_is_one_network_trained_to_its_teacher() -> None:
+    """``arch={"distil": 2}``: the result is a single network (one network's cost in the graph) whose
+    scores follow the two-network teacher's, which the same seed trained on the labels does not."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from zeek_ml.features.conn import CONTEXT_SPEC, compute_features
+    from zeek_ml.features.context import HostContext
+    from zeek_ml.sources.files import read_frames
+    from zeek_ml.training.nets import fit_net
+
+    frame = read_frames([str(ROOT / "sample_logs" / "ctu-normal-40.first2000.conn.log.labeled.gz")])
+    y = (frame["label"].astype(str).str.lower() == "malicious").to_numpy().astype(np.float32)
+    X = compute_features(frame, CONTEXT_SPEC, HostContext())
+    w, fam = np.ones(len(y), np.float32), (y > 0).astype(np.int64)
+    quiet = {"spec": CONTEXT_SPEC, "epochs": 2, "fam": fam, "n_families": 2, "log": lambda s: None}
+    student = fit_net("ours", X, y, w, arch={"distil": 2}, **quiet)
+    teacher = fit_net("ours", X, y, w, arch={"members": 2}, **quiet)
+    plain = fit_net("ours", X, y, w, **quiet)
+    assert not hasattr(student, "members") and hasattr(teacher, "members")
+    with torch.no_grad():
+        s, t, p = (n(torch.from_numpy(X)) for n in (student, teacher, plain))
+    assert s[0].shape == (len(X),) and s[1].shape == (len(X), 2)
+    assert (s[0] - t[0]).abs().mean() < (p[0] - t[0]).abs().mean()

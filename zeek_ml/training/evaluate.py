@@ -577,7 +577,12 @@ def loco_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--target-fpr", type=float, default=DEFAULT_TARGET_FPR)
     ap.add_argument("--label-column", default="label")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--arch", type=json.loads, help='layer sizes of "ours" as JSON, e.g. \'{"members": 3}\'')
+    ap.add_argument(
+        "--arch",
+        type=json.loads,
+        help='layer sizes of "ours" as JSON, e.g. \'{"members": 3}\' (an ensemble) or \'{"distil": 3}\' (one network '
+        "trained to an ensemble's outputs)",
+    )
     ap.add_argument(
         "--leave-family-out",
         action="store_true",

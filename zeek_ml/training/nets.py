@@ -278,9 +278,20 @@ def fit_net(
 
     ``mlp`` and ``secids_cnn``: Adam 1e-3 with ReduceLROnPlateau(patience 5, factor 0.1) on the epoch loss, as
     the seed projects; ``ours``: Adam 3e-3 with cosine decay and local_orig/resp masking (as conn-cnn-v1).
+    ``arch["distil"] = k`` (``ours``): first an ensemble of ``k`` networks as the teacher, then one network
+    (seed ``seed``) trained, on the same rows and masking, to the teacher's P(malicious) (weighted BCE on
+    soft targets) and family probabilities (cross-entropy on malicious rows): one network's cost at run time.
     """
-    import torch
 
+    distil = int((arch or {}).get("distil", 0))
+    if kind.startswith("ours") and distil > 1:
+        plain = {k: v for k, v in (arch or {}).items() if k != "distil"}
+        teacher = fit_net(kind, X, y, w, spec=spec, seed=seed, epochs=epochs, batch_size=batch_size, fam=fam,
+                          n_families=n_families, local_unknown_prob=local_unknown_prob,
+                          arch={**plain, "members": distil}, log=log)  # fmt: skip
+        return _fit_one(kind, X, y, w, spec=spec, seed=seed, epochs=epochs, batch_size=batch_size, fam=fam,
+                        n_families=n_families, local_unknown_prob=local_unknown_prob,
+                        arch={**plain, "members": 1}, log=log, teacher=teacher)  # fmt: skip
     members = int((arch or {}).get("members", 1))
     if kind.startswith("ours") and members > 1:  # an ensemble of small CNNs: one graph, the mean of their probabilities
         one = {**(arch or {}), "members": 1}
@@ -290,10 +301,34 @@ def fit_net(
             for k in range(members)
         ]  # fmt: skip
         return _ensemble(nets)
+    return _fit_one(kind, X, y, w, spec=spec, seed=seed, epochs=epochs, batch_size=batch_size, fam=fam,
+                    n_families=n_families, local_unknown_prob=local_unknown_prob, arch=arch, log=log)  # fmt: skip
+
+
+def _fit_one(
+    kind: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    *,
+    spec: FeatureSpec,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    fam: np.ndarray | None,
+    n_families: int,
+    local_unknown_prob: float,
+    arch: Mapping | None,
+    log: Callable[[str], None],
+    teacher=None,
+):
+    """One network (see :func:`fit_net`); with ``teacher``, trained to its outputs instead of the labels."""
+    import torch
+
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     mean, std = _numeric_stats(spec, X)
-    arch = {k: v for k, v in (arch or {}).items() if k != "members"}
+    arch = {k: v for k, v in (arch or {}).items() if k not in ("members", "distil")}
     net = build_net(kind, spec, mean, std, n_families if fam is not None else 0, arch)
     ours = kind.startswith("ours")
     opt = torch.optim.Adam(net.parameters(), lr=3e-3 if ours else 1e-3)
@@ -320,11 +355,16 @@ def fit_net(
                 xb[m, lo] = unknown
                 xb[m, lr_] = unknown
             logit, flog = net.heads(xb)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, yt[idx], weight=wt[idx])
-            if flog is not None and ft is not None:
+            target, ftarget = yt[idx], (ft[idx] if ft is not None else None)
+            if teacher is not None:
+                with torch.no_grad():
+                    out = teacher(xb)
+                target, ftarget = (out[0], out[1]) if isinstance(out, tuple) else (out, ftarget)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, target, weight=wt[idx])
+            if flog is not None and ftarget is not None:
                 mal = yt[idx] > 0.5
                 if mal.any():
-                    loss = loss + 0.5 * torch.nn.functional.cross_entropy(flog[mal], ft[idx][mal])
+                    loss = loss + 0.5 * torch.nn.functional.cross_entropy(flog[mal], ftarget[mal])
             opt.zero_grad()
             loss.backward()
             opt.step()
