@@ -59,7 +59,8 @@ def _digest(path: Path) -> str:
 
 def outputs(path: Path, tmp: Path, threads: int = 1) -> dict[str, str]:
     """The digests of everything ``score`` writes for ``path`` (the model in a thread of its own with
-    ``threads`` 2: :meth:`~zeek_ml.model.scorer.Scorer.stream`), and of the checkpoint after it."""
+    ``threads`` 2: :meth:`~zeek_ml.model.scorer.Scorer.stream`, and notices explained in 2 threads, as
+    ``zeek-ml score --threads 2`` runs), and of the checkpoint after it."""
     from zeek_ml.model.conn_model import load_model
     from zeek_ml.model.scorer import Scorer
     from zeek_ml.services.score import score_logs
@@ -67,6 +68,7 @@ def outputs(path: Path, tmp: Path, threads: int = 1) -> dict[str, str]:
     from zeek_ml.sources.files import iter_batches
 
     model = load_model(MODEL)
+    model.explain_threads = threads
     out = {}
     notice, every, per_conn = tmp / "notice.log", tmp / "all.log", tmp / "conn-notice.log"
     score_logs([path], model, notice, fmt="tsv", all_out=every, progress=False, threads=threads)

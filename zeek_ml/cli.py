@@ -165,6 +165,7 @@ def _threads(text: str) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     arrow_memory_to_the_system()
     model = _load(args.model)
+    model.explain_threads = args.threads  # the model itself runs beside the rest (Scorer.stream)
     threshold = _threshold(model, args)
     options = notice_options(args)
     _exit_on_sigterm()
@@ -668,8 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_threads,
         default=default_threads(),
         metavar="N",
-        help="threads in this process: 2 or more run the model beside reading, features and writing "
-        f"(the same output); 1 runs everything in turn (default: the cores this process may use, {default_threads()})",
+        help="threads in this process: 2 or more run the model beside reading, features and writing, "
+        "and explain notices in N threads (the same output); 1 runs everything in turn "
+        f"(default: the cores this process may use, {default_threads()})",
     )
     add_notice_options(score)
     # --- issue 14: a Dask cluster

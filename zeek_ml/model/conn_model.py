@@ -246,9 +246,12 @@ class ConnModel:
     families: tuple[str, ...] = ()
     """Attack family names, when the model has a ``family`` output (probabilities over them)."""
     explainer: Explainer | None = None
+    """Occlusion explainer, when the model carries reference (typical benign) feature values."""
+    explain_threads: int | None = None
+    """Threads the explainer's model calls run in (None: :attr:`threads`). ``score`` sets its ``--threads``
+    here: a batch's notices are explained in its main thread while the model thread scores the next batch."""
     fpr_thresholds: tuple[tuple[float, float], ...] = ()
     """(benign FPR, threshold) pairs measured on validation folds, for ``--target-fpr``."""
-    """Occlusion explainer, when the model carries reference (typical benign) feature values."""
     _input: str = field(default="features", repr=False)
     _last: tuple[np.ndarray, np.ndarray | None] | None = field(default=None, repr=False)
 
@@ -272,8 +275,10 @@ class ConnModel:
             "feature_spec": self.spec.to_dict(),
         }
 
-    def predict_all(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """P(malicious) float32 [N] and, if the model has one, family probabilities [N, n_families]."""
+    def predict_all(self, X: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """P(malicious) float32 [N] and, if the model has one, family probabilities [N, n_families]
+        (``threads``: this call's, default :attr:`threads`)."""
+        threads = self.threads if threads is None else threads
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != len(self.spec):
             raise FeatureSpecMismatch(f"expected features of shape [N, {len(self.spec)}], got {list(X.shape)}")
@@ -282,9 +287,9 @@ class ConnModel:
         names = ["score", "family"] if self.families else None  # None: the graph's only output
 
         step = self.batch_rows
-        if self.threads > 1 and len(X) >= 2 * MIN_THREAD_ROWS:
+        if threads > 1 and len(X) >= 2 * MIN_THREAD_ROWS:
             # a batch of a few hundred rows (watch under load) is shared out too
-            step = min(step, max(MIN_THREAD_ROWS, -(-len(X) // self.threads)))
+            step = min(step, max(MIN_THREAD_ROWS, -(-len(X) // threads)))
 
         def run(s: int) -> None:
             res = self.session.run(names, {self._input: X[s : s + step]})  # type: ignore[attr-defined]
@@ -293,15 +298,18 @@ class ConnModel:
                 fam[s : s + step] = res[1]
 
         starts = range(0, len(X), step)
-        if self.threads > 1 and len(starts) > 1:
+        if threads > 1 and len(starts) > 1:
             # onnxruntime runs concurrent calls of one session and lets go of the GIL; a row's scores
             # do not depend on the rows run with it, so the result is the one-thread result
-            with ThreadPoolExecutor(min(self.threads, len(starts))) as pool:
+            with ThreadPoolExecutor(min(threads, len(starts))) as pool:
                 list(pool.map(run, starts))
         else:
             for s in starts:
                 run(s)
         return out, fam
+
+    def _explain_predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_all(X, self.explain_threads)[0]
 
     def predict_proba(self, X: np.ndarray | pd.DataFrame | Iterable[Mapping[str, Any]]) -> np.ndarray:
         """P(malicious) float32 [N] for conn records or a raw feature matrix [N, F] (batched).
@@ -460,5 +468,5 @@ def load_model(
     if reference is not None:
         if len(reference) != len(spec):
             raise ModelLoadError(f"{path}: zeek_ml.reference has {len(reference)} values for {len(spec)} features")
-        model.explainer = Explainer(spec, np.asarray(reference, dtype=np.float32), model.predict_proba)
+        model.explainer = Explainer(spec, np.asarray(reference, dtype=np.float32), model._explain_predict)
     return model
