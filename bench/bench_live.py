@@ -176,6 +176,10 @@ def run_once(kind: str, rate: int, seconds: float, rotate_seconds: float, work: 
     tail.stop.set()
     tail.join(timeout=5)
     lat = np.array([tail.arrived[u] - t for u, t in stamps.items() if u in tail.arrived]) * 1000
+    with open(os.path.join(work, f"{kind}-{rate}.latency"), "w") as f:  # uid, written at, ms to its verdict
+        f.writelines(
+            f"{u}\t{t:.6f}\t{1000 * (tail.arrived[u] - t):.3f}\n" for u, t in stamps.items() if u in tail.arrived
+        )
     result["seen"] = len(lat)
     result["p50_ms"] = float(np.percentile(lat, 50)) if len(lat) else float("nan")
     result["p99_ms"] = float(np.percentile(lat, 99)) if len(lat) else float("nan")
@@ -185,6 +189,19 @@ def run_once(kind: str, rate: int, seconds: float, rotate_seconds: float, work: 
 
 WATCH_ARGS: list[str] = []
 """Extra arguments for ``zeek-ml watch`` (``--watch-arg``)."""
+
+
+def timeline(path: str, step: float) -> None:
+    """p50 and max latency of the rows written in each ``step`` seconds (from a ``.latency`` file)."""
+    data = np.loadtxt(path, usecols=(1, 2), ndmin=2)
+    if not len(data):
+        return
+    at, lat = data[:, 0] - data[:, 0].min(), data[:, 1]
+    for start in np.arange(0.0, float(at.max()) + step, step):
+        rows = (at >= start) & (at < start + step)
+        if rows.any():
+            worst, p50 = float(lat[rows].max()), float(np.percentile(lat[rows], 50))
+            print(f"  {start:7.2f} s  p50 {p50:6.0f} ms  max {worst:6.0f} ms  {'#' * int(worst / 10)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="an extra argument for zeek-ml watch (repeat it: --watch-arg=--gather --watch-arg=0)",
+    )
+    p.add_argument(
+        "--timeline",
+        type=float,
+        metavar="SECONDS",
+        help="also print zeek-ml's p50 and max latency per SECONDS of write time (where the slow rows are)",
     )
     args = p.parse_args(argv)
     WATCH_ARGS[:] = args.watch_arg
@@ -217,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r.get('cpu_percent', float('nan')):>6.1f} "
                 f"{r.get('rss_mib', float('nan')):>8.0f} {r.get('peak_rss_mib', float('nan')):>9.0f} {ratio:>11.2f}"
             )
+        if args.timeline:
+            timeline(os.path.join(work, f"zeek-ml-{rate}.latency"), args.timeline)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
