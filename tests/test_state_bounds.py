@@ -427,6 +427,8 @@ def test_watch_never_saves_a_jumped_clock_and_equals_offline(tmp_path: Path) -> 
     assert live == offline["notices"] and len(live) > 100
     saved = json.loads(checkpoint.read_text())
     good = max(_ts(r) for i, r in enumerate(rows) if i != k)
-    assert saved["scorer"]["clock"] == good and saved["scorer"]["time"]["clamped"] == 1
+    context = saved["scorer"]["meta"]  # the host tables themselves are in the arrays file beside it
+    assert context["clock"] == good and context["time"]["clamped"] == 1
+    assert (out / saved["scorer"]["arrays"]["file"]).is_file()
     incidents = saved["sinks"]["notice"]
     assert incidents["watermark"] == good and incidents["counters"]["evicted"] > 0

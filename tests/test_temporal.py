@@ -36,6 +36,33 @@ def test_batches_and_checkpoints_give_the_one_shot_answer(lab: pd.DataFrame) -> 
     assert whole.index.equals(lab.index)
 
 
+def test_an_arrays_snapshot_restores_what_the_json_state_restores(lab: pd.DataFrame) -> None:
+    """``snapshot()`` / ``restore_snapshot()`` (the watcher's checkpoint) leave the same context as
+    ``state()`` / ``restore()``: the same state, tables and address ids, and the same features after;
+    here with scanners whose minute window is longer than the 32 connections a host keeps."""
+    from zeek_ml.features import hostkernel
+
+    long_windows = False
+    for cut in (0, 1, 1800):
+        ctx = HostContext()
+        ctx.update(lab.iloc[:cut])
+        long_windows |= bool((ctx._o[0][:, hostkernel.WCNT] > ctx._o[0][:, hostkernel.RCNT]).any())
+        by_json = HostContext()
+        by_json.restore(json.loads(json.dumps(ctx.state())))
+        meta, arrays = ctx.snapshot()
+        by_arrays = HostContext()
+        by_arrays.restore_snapshot(json.loads(json.dumps(meta)), {k: v.copy() for k, v in arrays.items()})
+        assert by_arrays.state() == by_json.state() == ctx.state()
+        assert by_arrays._intern.strs == by_json._intern.strs
+        for a, b in zip(by_arrays._o + by_arrays._r, by_json._o + by_json._r, strict=True):
+            np.testing.assert_array_equal(a, b)
+        rest = lab.iloc[cut:]
+        after = by_arrays.update(rest).to_numpy()
+        np.testing.assert_array_equal(after, by_json.update(rest).to_numpy())
+        np.testing.assert_array_equal(after, ctx.update(rest).to_numpy())
+    assert long_windows  # a scanner's window was longer than its connections kept when it was snapshot
+
+
 def _oracle(lab: pd.DataFrame, k: int) -> np.ndarray:
     """Brute force: each row looks back over the rows logged before it (log order, not ts order)."""
     out = np.zeros((len(lab), 5))

@@ -119,6 +119,7 @@ CRASH_POINTS = (
     "output_torn",  # half of a batch's output written, cut mid-line
     "batch_written",  # outputs written, not fsync'ed, no checkpoint
     "synced",  # outputs fsync'ed, checkpoint not written
+    "arrays_written",  # the next checkpoint's host-table arrays written, the checkpoint not yet
     "checkpoint_write",  # the checkpoint's temporary file half written, not renamed
     "checkpointed",  # just after a checkpoint
     "rotation",  # the follower finishing a rotated file or opening the next one
@@ -218,6 +219,8 @@ def test_sigkill_at_random_moments_scores_every_uid_exactly_once_in_order(tmp_pa
     assert notices.count(b"#fields") == 1  # one header, appended to across restarts
     assert not re.search(rb"\n[^\n#][^\n]*\n#", notices)  # no header block after data
     assert not list(out.glob(".*.tmp"))  # a checkpoint write cut short leaves no temporary file for long
+    arrays = [p.name for p in out.glob("*.arrays-*.npz")]  # nor a host-tables file no checkpoint names
+    assert arrays == [json.loads((out / "notice.log.checkpoint.json").read_text())["scorer"]["arrays"]["file"]]
     # Live notices equal offline scoring of the same files, in the order they were written.
     first_uid = {uids[0]: i for i, uids in enumerate(zeek.log.manifest) if uids}
     files = [p for p in logs.rglob("conn*.log*") if p.is_file()]

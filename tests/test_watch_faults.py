@@ -661,3 +661,55 @@ def test_small_writes_are_gathered_into_few_batches_and_scored_once(tmp_path: Pa
     again = run([*cmd, "--exit-when-idle", "1"])
     assert again.returncode == 0, again.stderr
     assert uids_in(out / "all.log") == uids_of(first + more)
+
+
+def test_host_tables_go_beside_the_checkpoint_as_arrays_and_an_old_checkpoint_still_resumes(tmp_path: Path) -> None:
+    """The checkpoint names one arrays file (the host tables; older ones removed) and stays small; a
+    version 1 checkpoint, which held the tables as JSON, resumes where it stopped; an arrays file that
+    is not the one recorded stops the watcher with one line, exit 2."""
+    import numpy as np
+
+    from zeek_ml.features.conn import CONTEXT_SPEC, compute_features
+    from zeek_ml.features.context import HostContext
+    from zeek_ml.sources.frame import conn_frame
+
+    logs, out = tmp_path / "logs", tmp_path / "out"
+    logs.mkdir()
+    out.mkdir()
+    live, ckpt = logs / "conn.log", out / "notice.log.checkpoint.json"
+    append(live, [header("2015-03-30-14-45-02"), *rows("a", 300)])
+    res = run(watch_cmd(logs, out, "--exit-when-idle", "1"))
+    assert res.returncode == 0, res.stderr
+    saved = json.loads(ckpt.read_text())
+    assert saved["version"] == 2 and set(saved["scorer"]) == {"meta", "arrays"}
+    arrays = sorted(p.name for p in out.glob("notice.log.checkpoint.json.arrays-*.npz"))
+    assert arrays == [saved["scorer"]["arrays"]["file"]]
+    assert ckpt.stat().st_size < 20_000  # the hosts are in the arrays file
+    # the same checkpoint as version 1 wrote it: the host context's state() in the JSON
+    with np.load(out / arrays[0], allow_pickle=False) as z:
+        ctx = HostContext()
+        ctx.restore_snapshot(saved["scorer"]["meta"], {k: z[k] for k in z.files})
+    assert len(ctx.state()["orig"]) > 5
+    ckpt.write_text(json.dumps({**saved, "version": 1, "scorer": ctx.state()}))
+    (out / arrays[0]).unlink()
+    append(live, rows("b", 200))
+    res = run(watch_cmd(logs, out, "--exit-when-idle", "1"))
+    assert res.returncode == 0, res.stderr
+    assert uids_in(out / "all.log") == [f"Ca{i}" for i in range(300)] + [f"Cb{i}" for i in range(200)]
+    saved = json.loads(ckpt.read_text())
+    again = list(out.glob("notice.log.checkpoint.json.arrays-*.npz"))
+    assert saved["version"] == 2 and [p.name for p in again] == [saved["scorer"]["arrays"]["file"]]
+    # the context went on from the version 1 state: it is what one pass over all 500 rows leaves
+    with np.load(again[0], allow_pickle=False) as z:
+        resumed = HostContext()
+        resumed.restore_snapshot(saved["scorer"]["meta"], {k: z[k] for k in z.files})
+    whole = HostContext()
+    compute_features(conn_frame(read_frames([str(live)])), CONTEXT_SPEC, whole)
+    assert resumed.state() == whole.state()
+    data = bytearray(again[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    again[0].write_bytes(bytes(data))
+    res = run(watch_cmd(logs, out, "--exit-when-idle", "1"))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("zeek-ml: error:") and "sha256 differs" in res.stderr
+    no_traceback(res.stderr)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import logging
 import math
 import time
@@ -309,6 +310,16 @@ def _num_col(frame: pd.DataFrame, name: str) -> np.ndarray:
 def _row_payload(data: list) -> tuple:
     """A pending row of the host context, back from JSON: (ts, orig, resp, port, failed, orig_bytes, resp_bytes)."""
     return (float(data[0]), str(data[1]), str(data[2]), int(data[3]), bool(data[4]), float(data[5]), float(data[6]))
+
+
+def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices ``starts[i] .. starts[i] + lengths[i] - 1`` of every span, one after the other."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64)
+    within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(np.asarray(starts, dtype=np.int64), lengths) + within
 
 
 class _Intern:
@@ -681,6 +692,115 @@ class HostContext:
                 np.array(wlen, dtype=np.int64), np.array(wflat, dtype=np.float64),
                 np.array(last, dtype=np.float64))  # fmt: skip
         return tab
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """:meth:`state` as a small JSON-able part and numpy arrays (every host's connections, windows and
+        last-seen times; the address strings as UTF-8 with offsets), built without a Python step per host.
+
+        :meth:`restore_snapshot` of it leaves this context exactly as :meth:`restore` of :meth:`state`
+        does (same tables, same address ids): for checkpoints of large host tables, which as JSON cost
+        seconds (100,000 hosts: 2.8 s to build and write, 2.5 s to read back).
+        """
+        with no_gc():
+            seqs, parts = [], {}
+            for name, tab in (("orig", self._o), ("resp", self._r)):
+                seq, parts[name] = self._table_arrays(tab)
+                seqs.append(seq)
+            order = np.concatenate(seqs)
+            uniq, first = np.unique(order, return_index=True)
+            old = uniq[np.argsort(first, kind="stable")]  # address ids in the order restore() interns them
+            remap = np.full(max(1, len(self._intern)), -1, dtype=np.int64)
+            remap[old] = np.arange(len(old))
+            arrays: dict[str, np.ndarray] = {}
+            for name, (keys, nrec, rec_i, rec_f, wlen, wflat, last) in parts.items():
+                rec_i = rec_i.copy()
+                rec_i[:, 0] = remap[rec_i[:, 0]]
+                for field_name, value in (("keys", remap[keys]), ("nrec", nrec), ("rec_i", rec_i), ("rec_f", rec_f),
+                                          ("wlen", wlen), ("wflat", wflat), ("last", last)):  # fmt: skip
+                    arrays[f"{name}.{field_name}"] = value
+            strs = self._intern.strs
+            encoded = [strs[i].encode("utf-8", "surrogatepass") for i in old.tolist()]
+            arrays["strings.offsets"] = np.cumsum([0, *map(len, encoded)], dtype=np.int64)
+            arrays["strings.utf8"] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+            orig_strings = len(np.unique(seqs[0]))
+        meta = {
+            "version": self.VERSION,
+            "params": self.params,
+            "clock": self.clock if math.isfinite(self.clock) else None,
+            "rows": self.rows,
+            "time": self.time.state(list),
+            "orig_strings": orig_strings,
+        }
+        return meta, arrays
+
+    def _table_arrays(self, tab: tuple) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """One table's hosts in LRU order as ``_load`` builds them from :meth:`state` (keys, connections
+        per host, their ids and values oldest first, window lengths and starts, last seen), and the
+        address ids in the order ``_load`` meets them (each host's key, then its connections' peers)."""
+        order = _K.lru_order(tab[0], tab[5])
+        k = self.k
+        si, last = tab[0][order], tab[1][order, _K.LAST]
+        cnt, wcnt, keys = si[:, _K.RCNT], si[:, _K.WCNT], si[:, _K.KEY]
+        first = np.cumsum(cnt) - cnt  # each host's first connection in the flat arrays
+        pos = _spans(np.zeros(len(order), dtype=np.int64), cnt)  # 0.. cnt-1 within each host, oldest first
+        host = np.repeat(np.arange(len(order)), cnt)
+        ring = (si[host, _K.RHEAD] + pos) % k
+        rec_i = tab[2][order[host], ring]
+        rec_i[:, 2] = rec_i[:, 2] != 0
+        rec_f = tab[3][order[host], ring]
+        ts = rec_f[:, 0]
+        # state() leaves out a last-seen equal to the newest or largest start, and _load takes the largest
+        largest = np.maximum.reduceat(ts, first) if len(ts) else np.zeros(0)
+        latest = ts[first + cnt - 1] if len(ts) else np.zeros(0)
+        last = np.where((last == latest) | (last == largest), largest, last)
+        # a window longer than the connections kept is stored on its own; else it is the newest starts
+        long = wcnt > cnt
+        starts = np.cumsum(wcnt) - wcnt
+        wflat = np.empty(int(wcnt.sum()), dtype=np.float64)
+        tail = (pos >= (cnt - wcnt)[host]) & ~long[host]
+        wflat[_spans(starts[~long], wcnt[~long])] = ts[tail]
+        if long.any():
+            wflat[_spans(starts[long], wcnt[long])] = _K.windows(tab[0], tab[7], tab[8], order[long])
+        seq = np.empty(len(order) + len(rec_i), dtype=np.int64)
+        head = first + np.arange(len(order))  # each host's key, then its connections' peers
+        seq[head] = keys
+        seq[_spans(head + 1, cnt)] = rec_i[:, 0]
+        return seq, (keys, cnt.copy(), rec_i, rec_f, wcnt.copy(), wflat, last)
+
+    def restore_snapshot(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Replace this context's memory with a :meth:`snapshot` (parameters must match)."""
+        if int(meta.get("version", -1)) != self.VERSION:
+            raise ValueError(f"host context snapshot version {meta.get('version')} is not {self.VERSION}")
+        params = meta.get("params", {})
+        if {k: float(v) for k, v in params.items()} != {k: float(v) for k, v in self.params.items()}:
+            raise ValueError(f"host context parameters differ: {params} != {self.params}")
+        offsets, blob = np.asarray(arrays["strings.offsets"]), np.asarray(arrays["strings.utf8"]).tobytes()
+        bounds = offsets.tolist()
+        strs = [blob[a:b].decode("utf-8", "surrogatepass") for a, b in itertools.pairwise(bounds)]
+        self.clock = -math.inf if meta.get("clock") is None else float(meta["clock"])
+        self.rows = int(meta.get("rows", 0))
+        with no_gc():
+            self._clear()
+            intern = self._intern
+            intern.strs = strs
+            intern.ids = dict(zip(strs, range(len(strs)), strict=True))
+            counts = {"orig": int(meta["orig_strings"]), "resp": len(strs)}
+            tabs = {}
+            for name, sorted_times in (("orig", True), ("resp", False)):
+                a = {f: np.asarray(arrays[f"{name}.{f}"]) for f in ("keys", "nrec", "rec_i", "rec_f", "wlen", "wflat",
+                                                                    "last")}  # fmt: skip
+                m = len(a["keys"])
+                tab = _K.empty_table(max(16, m), self.k, max(64, counts[name]), max(64, 2 * len(a["wflat"])),
+                                     sorted_times)  # fmt: skip
+                _K.load(tab, self.k, sorted_times, a["keys"].astype(np.int64), a["nrec"].astype(np.int64),
+                        a["rec_i"].astype(np.int64).reshape(-1, 3), a["rec_f"].astype(np.float64).reshape(-1, 3),
+                        a["wlen"].astype(np.int64), a["wflat"].astype(np.float64),
+                        a["last"].astype(np.float64))  # fmt: skip
+                tabs[name] = tab
+            self._o, self._r = tabs["orig"], tabs["resp"]
+            self._live_ids = len(intern)
+        self.time = StreamClock()
+        self.time.restore(meta.get("time") or {"clock": meta.get("clock")}, _row_payload)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> HostContext:

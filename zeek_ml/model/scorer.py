@@ -212,3 +212,12 @@ class Scorer:
     def restore(self, state: dict[str, Any]) -> None:
         if self.context is not None and state:
             self.context.restore(state)
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """:meth:`state` as a JSON-able part and arrays, for large checkpoints
+        (:meth:`zeek_ml.features.context.HostContext.snapshot`); ``({}, {})`` without a host context."""
+        return ({}, {}) if self.context is None else self.context.snapshot()
+
+    def restore_snapshot(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        if self.context is not None and meta:
+            self.context.restore_snapshot(meta, arrays)

@@ -15,6 +15,11 @@ buffered and :meth:`AppendLog.drain` resumes at the byte where the file ends.
 Nothing is ever truncated except a torn last line without its newline, which no
 line-reading consumer (Zeek's Input framework, Filebeat, ``tail -F``) has
 taken, since it waits for the newline.
+
+Large scoring state (the per-host context's tables) goes beside the checkpoint as numpy arrays
+(:func:`write_snapshot`, an ``.npz`` without pickles, named by the hash of its content and written
+before the checkpoint that names it), so that a checkpoint of 100,000 hosts costs a fraction of a
+second instead of seconds of JSON.
 """
 
 from __future__ import annotations
@@ -22,13 +27,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
+import re
 import stat
 import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
+
+from zeek_ml.formats.safeio import write_atomic
 
 
 class CheckpointError(ValueError):
@@ -53,6 +64,56 @@ def read_json(path: str) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a JSON {type(data).__name__}, not an object)")
     return data
+
+
+SNAPSHOT_INFIX = ".arrays-"
+_SNAPSHOT_NAME = re.compile(r"[^/\\]+\.arrays-[0-9a-f]{16}\.npz")
+
+
+def write_snapshot(checkpoint: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Write ``arrays`` beside ``checkpoint`` (``<name>.arrays-<hash>.npz``, atomically; kept as it is
+    when that content is there already) and return what the checkpoint keeps to find and check it."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"{os.path.basename(checkpoint)}{SNAPSHOT_INFIX}{digest[:16]}.npz"
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), name)
+    if not os.path.isfile(path) or os.path.getsize(path) != len(data):
+        write_atomic(path, data)
+    return {"file": name, "sha256": digest, "bytes": len(data)}
+
+
+def read_snapshot(checkpoint: str, ref: Any) -> dict[str, np.ndarray]:
+    """The arrays a checkpoint's ``ref`` names (:func:`write_snapshot`). :class:`CheckpointError` naming
+    the file when it is missing, not the one the checkpoint recorded, or not plain arrays."""
+    name = ref.get("file") if isinstance(ref, dict) else None
+    if not isinstance(name, str) or not _SNAPSHOT_NAME.fullmatch(name):
+        raise CheckpointError(f"{checkpoint}: names no usable arrays file ({name!r}); move it away to start afresh")
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), name)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the arrays of {checkpoint} ({e.strerror})") from None
+    if hashlib.sha256(data).hexdigest() != ref.get("sha256"):
+        raise CheckpointError(f"{path}: not the arrays {checkpoint} recorded (sha256 differs); move both away")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: not a numpy arrays file ({e})") from None
+
+
+def drop_other_snapshots(checkpoint: str, keep: str | None) -> None:
+    """Remove the arrays files of ``checkpoint`` other than ``keep`` (older ones, or left by a crash)."""
+    directory = os.path.dirname(os.path.abspath(checkpoint))
+    prefix = os.path.basename(checkpoint) + SNAPSHOT_INFIX
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(prefix) and entry.name != keep and _SNAPSHOT_NAME.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def fsync_dir(directory: str) -> None:

@@ -39,13 +39,25 @@ import pandas as pd
 from zeek_ml.formats.safeio import write_json_atomic
 from zeek_ml.formats.writer import ZeekLogWriter, zeek_time_string
 from zeek_ml.model.scorer import Scorer
-from zeek_ml.services.durable import DISK_FULL_BACKOFF, DISK_FULL_REMINDER, AppendLog, read_json, wait_out_disk_full
+from zeek_ml.services.durable import (
+    DISK_FULL_BACKOFF,
+    DISK_FULL_REMINDER,
+    SNAPSHOT_INFIX,
+    AppendLog,
+    drop_other_snapshots,
+    read_json,
+    read_snapshot,
+    wait_out_disk_full,
+    write_snapshot,
+)
 from zeek_ml.sinks.logs import EnrichedSink, build_notice_sink, enriched_fields, match_sensor
 from zeek_ml.sources.files import make_parser, reject_long_line, sniff_format
 from zeek_ml.sources.reading import MalformedLineError, ReadContext, ReadStats, RejectLog
 from zeek_ml.sources.tail import LogFollower, Segment, rotated_patterns
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+"""2: the host context's tables are an arrays file beside the checkpoint (1, which kept them as JSON,
+is still read)."""
 
 LIVE_NAMES = ("conn.log", "eve.json")
 """What to follow in a directory: Zeek's live conn.log, else Suricata's eve.json."""
@@ -70,7 +82,8 @@ class CrashPoints:
 
     ``batch_read`` (lines read, nothing scored), ``batch_scored`` (scored in memory),
     ``output_torn`` (half of a batch's output written), ``batch_written``, ``synced`` (outputs
-    fsync'ed, no checkpoint yet), ``checkpoint_write`` (the checkpoint's temporary file half
+    fsync'ed, no checkpoint yet), ``arrays_written`` (the host tables' arrays file of the next
+    checkpoint written, the checkpoint not yet), ``checkpoint_write`` (the checkpoint's temporary file half
     written, not renamed), ``checkpointed``, ``rotation`` (the follower finishing or opening a
     file), ``output_switched`` (an output moved or deleted under us, its new file opened).
     Unset, every call is a no-op.
@@ -371,9 +384,11 @@ class Watcher:
             raise
 
     def _remove_stale_temps(self) -> None:
-        """Temporary checkpoint files a kill left behind (never links' targets: unlink removes the link)."""
+        """Temporary checkpoint (and arrays) files a kill left behind (never links' targets: unlink removes
+        the link)."""
         directory, name = os.path.split(os.path.abspath(self.checkpoint_path))
-        pattern = re.compile(r"\." + re.escape(name) + r"(\.[0-9a-f]+)?\.tmp")  # ours, and older versions'
+        arrays = re.escape(SNAPSHOT_INFIX) + r"[0-9a-f]{16}\.npz"
+        pattern = re.compile(r"\." + re.escape(name) + rf"({arrays})?(\.[0-9a-f]+)?\.tmp")  # ours, older versions'
         with contextlib.suppress(OSError), os.scandir(directory) as entries:
             for entry in entries:
                 if pattern.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False):
@@ -403,12 +418,17 @@ class Watcher:
             self.replaying = False
             self._commit()  # names the live file before a line is scored (retried while the disk is full)
             return
-        if saved.get("version") != CHECKPOINT_VERSION:
+        if saved.get("version") not in (1, CHECKPOINT_VERSION):
             raise ValueError(
-                f"{self.checkpoint_path}: checkpoint version {saved.get('version')} is not {CHECKPOINT_VERSION}"
+                f"{self.checkpoint_path}: checkpoint version {saved.get('version')} is not 1 or {CHECKPOINT_VERSION}"
             )
         self.follower.restore(saved.get("input"))
-        self.scorer.restore(saved.get("scorer") or {})
+        scorer = saved.get("scorer") or {}
+        if "arrays" in scorer:
+            arrays = read_snapshot(self.checkpoint_path, scorer["arrays"])
+            self.scorer.restore_snapshot(scorer.get("meta") or {}, arrays)
+        else:
+            self.scorer.restore(scorer)
         for name, sink in self.sinks.items():
             if hasattr(sink, "restore") and name in saved.get("sinks", {}):
                 sink.restore(saved["sinks"][name])
@@ -555,22 +575,30 @@ class Watcher:
         if self.metrics is not None:
             self.metrics.checkpoint_time.set(time.time())
 
-    def _checkpoint_state(self) -> dict[str, Any]:
+    def _checkpoint_state(self, scorer: dict[str, Any]) -> dict[str, Any]:
         return {
             "version": CHECKPOINT_VERSION,
             "written": time.time(),
             "input": self.follower.state(),
             "outputs": {name: out.identity() for name, out in self.outputs.items()},
-            "scorer": self.scorer.state(),
+            "scorer": scorer,
             "sinks": {n: s.state() for n, s in self.sinks.items() if hasattr(s, "state")},
             "model": {"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256},
             "counts": {**self.counts, "records": self.stats.records, "rejected": self.stats.rejected},
         }
 
     def _checkpoint(self) -> None:
-        state = self._checkpoint_state()
+        # The host tables first, as arrays in a file of their own (JSON of 100,000 hosts costs seconds
+        # each time); the checkpoint that names them after, so a kill between leaves the old pair.
+        meta, arrays = self.scorer.snapshot()
+        scorer: dict[str, Any] = {}
+        if meta:
+            scorer = {"meta": meta, "arrays": write_snapshot(self.checkpoint_path, arrays)}
+        self.crash("arrays_written")
+        state = self._checkpoint_state(scorer)
         self.crash("checkpoint_write", before=lambda: self._half_written_checkpoint(state))
         write_json_atomic(self.checkpoint_path, state)
+        drop_other_snapshots(self.checkpoint_path, scorer["arrays"]["file"] if scorer else None)
 
     def _half_written_checkpoint(self, state: dict[str, Any]) -> None:
         """For the ``checkpoint_write`` crash point: what a kill inside the atomic write leaves."""
