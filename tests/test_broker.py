@@ -391,6 +391,7 @@ def test_kill9_and_restart_loses_nothing_acknowledged(
     assert acked_before <= verdicts_before
     saved = json.loads(state.read_text())
     assert saved["context"] and acked_before <= {uid for uid, _ in saved["recent"]}
+    assert [p.name for p in tmp_path.glob("broker-state.json.arrays-*.npz")] == [saved["context"]["arrays"]["file"]]
     with running(tmp_path, *args, env=env) as second:
         assert "state_restored" in second.text()
         zeek.wait_peered()  # Broker re-peers by itself

@@ -71,13 +71,22 @@ from zeek_ml.formats.safeio import write_json_atomic
 from zeek_ml.formats.schema import MAX_VALUE_CHARS
 from zeek_ml.model.scorer import Scorer, Sink, Verdicts, plain
 from zeek_ml.services.broker.transport import Transport
-from zeek_ml.services.durable import DISK_FULL_REMINDER, is_disk_full, read_json, wait_out_disk_full
+from zeek_ml.services.durable import (
+    DISK_FULL_REMINDER,
+    drop_other_snapshots,
+    is_disk_full,
+    read_json,
+    read_snapshot,
+    wait_out_disk_full,
+    write_snapshot,
+)
 from zeek_ml.sinks.verdict_file import verdict_rows
 from zeek_ml.sources.broker import ForeignEvent, Rejected, clip, conn_frame
 
 STATE_ENV = "ZEEK_ML_BROKER_STATE"
 """Environment variable naming the state file when ``state_path`` is not given."""
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2: the host context's tables are an arrays file beside the state file (1, JSON only, is still read)."""
 PUBLISH_CHUNK = 10_000
 """Most messages handed to Broker in one ``publish_batch``."""
 TAKE_CHUNK = 1000
@@ -196,14 +205,18 @@ class BrokerService:
         if saved is None:
             self.log("state_new", {"path": self.state_path})
             return
-        if saved.get("version") != STATE_VERSION or saved.get("id") != self._model_id():
+        if saved.get("version") not in (1, STATE_VERSION) or saved.get("id") != self._model_id():
             self.log(
                 "state_ignored",
                 {"path": self.state_path, "message": "written for another model or threshold; context starts empty"},
                 "warning",
             )
             return
-        self.scorer.restore(saved.get("context") or {})
+        context = saved.get("context") or {}
+        if "arrays" in context:
+            self.scorer.restore_snapshot(context.get("meta") or {}, read_snapshot(self.state_path, context["arrays"]))
+        else:
+            self.scorer.restore(context)
         for uid, verdict in saved.get("recent") or []:
             self.recent[str(uid)] = verdict
         self.log("state_restored", {"path": self.state_path, "recent": len(self.recent)})
@@ -211,15 +224,21 @@ class BrokerService:
     def save_state(self) -> None:
         if not self.state_path:
             return
+        # the host tables as arrays beside it (as watch's checkpoint): JSON of many hosts costs seconds
+        meta, arrays = self.scorer.snapshot()
+        context: dict[str, Any] = {}
+        if meta:
+            context = {"meta": meta, "arrays": write_snapshot(self.state_path, arrays)}
         write_json_atomic(
             self.state_path,
             {
                 "version": STATE_VERSION,
                 "id": self._model_id(),
-                "context": self.scorer.state(),
+                "context": context,
                 "recent": [[uid, v] for uid, v in self.recent.items()],
             },
         )
+        drop_other_snapshots(self.state_path, context["arrays"]["file"] if context else None)
 
     def _durably(self, write: Any, what: str) -> None:
         """``write()``, waiting out a full disk or quota as ``watch`` does (logged, retried with a backoff; the
