@@ -380,3 +380,31 @@ def test_written_logs_read_back_identical(tmp_path: Path, fmt: str, data: list[t
         for j, (name, _) in enumerate(FIELDS):
             got = back[name].iloc[i] if name in back.columns else None
             assert _same(row[j], got), (name, row[j], got)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), zeek_text), max_size=12), st.integers(0, 12), st.booleans())
+def test_the_escape_check_without_a_regex_is_the_regex(values: list[str | None], offset: int, first: bool) -> None:
+    """The writer's byte scan (then whole-value tests) flags exactly what NEEDS_ESCAPE_REGEX does."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from zeek_ml.formats.escape import NEEDS_ESCAPE_REGEX
+    from zeek_ml.formats.writer import _needs_escape
+
+    arr = pa.array([None if v is None else v.encode("utf-8", "surrogateescape") for v in values], pa.binary())
+    arr = arr.cast(pa.string(), safe=False).slice(min(offset, len(values)))
+    want = pc.or_kleene(pc.match_substring_regex(arr, NEEDS_ESCAPE_REGEX + ("|^#" if first else "")), pc.equal(arr, ""))
+    assert _needs_escape(arr, first).to_pylist() == want.to_pylist()
+
+
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**9), 10**9)), max_size=20))
+def test_doubles_render_as_with_the_trimming_regexes(values: list[float]) -> None:
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from zeek_ml.formats.writer import _double, _fixed6
+
+    v = np.array(values, dtype=float)
+    want = pc.replace_substring_regex(pc.replace_substring_regex(_fixed6(v, "-"), r"0+$", ""), r"\.$", ".0")
+    assert _double(v, "-").to_pylist() == want.to_pylist()

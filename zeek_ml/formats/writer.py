@@ -204,9 +204,7 @@ class ZeekLogWriter:
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
             values = [None if _is_null(v) else str(v) for v in series]
             return pc.fill_null(pa.array([self._string(v, first) for v in values], pa.string()), self.unset_field)
-        pattern = NEEDS_ESCAPE_REGEX + ("|^#" if first else "")
-        needs = pc.match_substring_regex(arr, pattern)
-        needs = pc.or_kleene(needs, pc.equal(arr, ""))
+        needs = _needs_escape(arr, first)
         if pc.any(needs).as_py():
             values = arr.to_pylist()
             for i in np.flatnonzero(needs.to_numpy(zero_copy_only=False)):
@@ -312,9 +310,32 @@ def _fixed6(values: np.ndarray, unset: str) -> pa.Array:
 
 def _double(values: np.ndarray, unset: str) -> pa.Array:
     """Zeek's double rendering: up to six decimals, trailing zeros trimmed, ``.0`` kept."""
-    fixed = _fixed6(values, unset)
-    trimmed = pc.replace_substring_regex(fixed, r"0+$", "")
-    return pc.replace_substring_regex(trimmed, r"\.$", ".0")
+    trimmed = pc.utf8_rtrim(_fixed6(values, unset), "0")  # every value has a "." before its zeros
+    return pc.if_else(pc.ends_with(trimmed, "."), pc.binary_join_element_wise(trimmed, "0", ""), trimmed)
+
+
+_ESCAPED_BYTES = np.zeros(256, dtype=bool)
+_ESCAPED_BYTES[:0x20] = _ESCAPED_BYTES[0x7F] = _ESCAPED_BYTES[ord("\\")] = True
+"""The bytes :data:`~zeek_ml.formats.escape.NEEDS_ESCAPE_REGEX`'s character class matches."""
+
+
+def _needs_escape(arr: pa.Array, first: bool) -> pa.Array:
+    """Where a string needs :func:`escape`: ``NEEDS_ESCAPE_REGEX``, ``""`` and, in the first column, a
+    leading ``#`` (null where null). A byte scan first: without a backslash or a control byte only the
+    whole-value cases remain, tested without a regex (compiling one costs more than a live batch)."""
+    data = arr.buffers()[2]
+    plain = True
+    if data is not None and len(arr):
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)
+        chars = np.frombuffer(data, dtype=np.uint8)[offsets[arr.offset] : offsets[arr.offset + len(arr)]]
+        plain = not _ESCAPED_BYTES[chars].any()
+    if plain:
+        needs = pc.or_kleene(pc.equal(arr, "-"), pc.equal(arr, "(empty)"))
+        if first:
+            needs = pc.or_kleene(needs, pc.starts_with(arr, "#"))
+    else:
+        needs = pc.match_substring_regex(arr, NEEDS_ESCAPE_REGEX + ("|^#" if first else ""))
+    return pc.or_kleene(needs, pc.equal(arr, ""))
 
 
 def _json_string(value: str) -> str:
