@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import re
 import subprocess
 import time
@@ -411,3 +412,35 @@ def test_a_full_disk_under_the_state_and_notice_log_is_waited_out(
         assert uids == [r[FIELD["uid"]] for r in first + second]  # each once, in order
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_the_state_file_keeps_the_host_tables_as_arrays_and_a_version_1_file_still_loads(tmp_path: Path) -> None:
+    """``--state``: the host context goes beside the state file as arrays (one file, named in it) and
+    loads back to the same context; a version 1 file (the context as JSON inside it) loads too."""
+    from tests.conftest import TEST_DATA
+    from zeek_ml.api import load_model
+    from zeek_ml.services.broker.service import BrokerOptions, BrokerService
+    from zeek_ml.sources.files import read_frames
+
+    model = load_model()
+    frame = read_frames([str(TEST_DATA / "lab" / "lab-namespaces-2026.part1.head4000.conn.log.labeled.gz")])
+    state = tmp_path / "state.json"
+    first = BrokerService(None, model, BrokerOptions(state_path=str(state)))  # type: ignore[arg-type]
+    first.scorer(frame.head(1500))
+    first.save_state()
+    first.scorer(frame.iloc[1500:2500])
+    first.save_state()  # a second save replaces the arrays file of the first
+    saved = json.loads(state.read_text())
+    assert saved["version"] == 2 and set(saved["context"]) == {"meta", "arrays"}
+    assert [p.name for p in tmp_path.glob("state.json.arrays-*.npz")] == [saved["context"]["arrays"]["file"]]
+    want = first.scorer.state()
+    assert len(want["orig"]) > 10
+    second = BrokerService(None, model, BrokerOptions(state_path=str(state)))  # type: ignore[arg-type]
+    second.load_state()
+    assert second.scorer.state() == want
+    state.write_text(json.dumps({**saved, "version": 1, "context": want}))  # as version 1 wrote it
+    for p in tmp_path.glob("state.json.arrays-*.npz"):
+        p.unlink()
+    third = BrokerService(None, model, BrokerOptions(state_path=str(state)))  # type: ignore[arg-type]
+    third.load_state()
+    assert third.scorer.state() == want
