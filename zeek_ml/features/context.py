@@ -699,7 +699,7 @@ class HostContext:
 
         :meth:`restore_snapshot` of it leaves this context exactly as :meth:`restore` of :meth:`state`
         does (same tables, same address ids): for checkpoints of large host tables, which as JSON cost
-        seconds (100,000 hosts: 2.8 s to build and write, 2.5 s to read back).
+        seconds (105,000 hosts: 2.0 s to save, 2.2 s to load; 0.18 and 0.09 s this way).
         """
         with no_gc():
             seqs, parts = [], {}
@@ -713,8 +713,7 @@ class HostContext:
             remap[old] = np.arange(len(old))
             arrays: dict[str, np.ndarray] = {}
             for name, (keys, nrec, rec_i, rec_f, wlen, wflat, last) in parts.items():
-                rec_i = rec_i.copy()
-                rec_i[:, 0] = remap[rec_i[:, 0]]
+                rec_i[:, 0] = remap[rec_i[:, 0]]  # rec_i is _table_arrays' own copy
                 for field_name, value in (("keys", remap[keys]), ("nrec", nrec), ("rec_i", rec_i), ("rec_f", rec_f),
                                           ("wlen", wlen), ("wflat", wflat), ("last", last)):  # fmt: skip
                     arrays[f"{name}.{field_name}"] = value

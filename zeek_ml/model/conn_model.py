@@ -188,16 +188,15 @@ class Explainer:
         need_own = asis.any(1)
         parts.append(U[need_own])
         out = self.predict(np.concatenate(parts))
+        own = np.zeros(len(U), dtype=np.float32)
+        own[need_own] = out[len(out) - int(need_own.sum()) :]
         occluded = np.empty((len(U), g), dtype=np.float32)
-        own = out[len(out) - int(need_own.sum()) :]
-        own_full = np.zeros(len(U), dtype=np.float32)
-        own_full[need_own] = own
         at = 0
         for j in range(g):
-            moved = ~asis[:, j]
-            k = int(moved.sum())
-            occluded[moved, j] = out[at : at + k]
-            occluded[~moved, j] = own_full[~moved]
+            changed = ~asis[:, j]
+            k = int(changed.sum())
+            occluded[changed, j] = out[at : at + k]
+            occluded[asis[:, j], j] = own[asis[:, j]]
             at += k
         return occluded
 
