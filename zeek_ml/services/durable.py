@@ -79,7 +79,12 @@ def write_snapshot(checkpoint: str, arrays: dict[str, np.ndarray]) -> dict[str, 
     digest = hashlib.sha256(data).hexdigest()
     name = f"{os.path.basename(checkpoint)}{SNAPSHOT_INFIX}{digest[:16]}.npz"
     path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), name)
-    if not os.path.isfile(path) or os.path.getsize(path) != len(data):
+    try:
+        st = os.lstat(path)
+        there = stat.S_ISREG(st.st_mode) and st.st_size == len(data)  # a link there: write_atomic refuses it
+    except OSError:
+        there = False
+    if not there:
         write_atomic(path, data)
     return {"file": name, "sha256": digest, "bytes": len(data)}
 
