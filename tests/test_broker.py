@@ -392,7 +392,8 @@ def test_kill9_and_restart_loses_nothing_acknowledged(
     assert acked_before <= verdicts_before
     saved = json.loads(state.read_text())
     assert saved["context"] and acked_before <= {uid for uid, _ in saved["recent"]}
-    assert [p.name for p in tmp_path.glob("broker-state.json.arrays-*.npz")] == [saved["context"]["arrays"]["file"]]
+    arrays = [p.name for p in tmp_path.glob("broker-state.json.arrays-*.npz")]
+    assert saved["context"]["arrays"]["file"] in arrays and len(arrays) <= 2  # killed mid-save: one left over
     with running(tmp_path, *args, env=env) as second:
         assert "state_restored" in second.text()
         zeek.wait_peered()  # Broker re-peers by itself
@@ -401,6 +402,8 @@ def test_kill9_and_restart_loses_nothing_acknowledged(
         zeek.collect(until=set(conns["uid"]), verdicts=True)  # acks can overtake verdicts (Broker 2.x)
         counts = second.stop()
     zeek.close()
+    final = json.loads(state.read_text())["context"]["arrays"]["file"]
+    assert [p.name for p in tmp_path.glob("broker-state.json.arrays-*.npz")] == [final]  # the next save tidied up
     # Resent connections scored before the kill are answered from the state file, not scored twice.
     assert counts["scored"] + counts["replayed"] == len(unacked) and counts["dropped"] == 0
     assert counts["scored"] >= len(records) - half - 200
