@@ -164,8 +164,8 @@ class ZeekLogWriter:
             return pc.fill_null(arr, unset)
         if zeek_type == "bool":
             mask = series.isna().to_numpy()
-            bools = series.to_numpy(dtype=bool, na_value=False)
-            return pc.fill_null(pa.array(np.where(bools, "T", "F"), pa.string(), mask=mask), unset)
+            bools = pa.array(series.to_numpy(dtype=bool, na_value=False), mask=mask)
+            return pc.fill_null(pc.if_else(bools, "T", "F"), unset)  # no string per row made in numpy
         if is_container(zeek_type):
             return self._containers(series)
         return self._strings(series, first)
@@ -305,6 +305,8 @@ def _fixed6(values: np.ndarray, unset: str) -> pa.Array:
     negative = (clean < 0) & (micros > 0)
     if negative.any():
         text = pc.if_else(pa.array(negative), pc.binary_join_element_wise("-", text, ""), text)
+    if not mask.any():
+        return text
     return pc.fill_null(pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), text), unset)
 
 
