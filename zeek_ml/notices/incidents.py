@@ -118,6 +118,9 @@ class NoticePolicy:
         conns = verdicts.conns
         if not self.local_discovery and len(idx):
             idx = idx[~local_discovery(_rows(conns, ("id.resp_h", "id.resp_p", "proto"), idx))]
+        if not len(idx):  # most batches of real traffic: no frames to build
+            family = None if verdicts.family is None else np.zeros(0, dtype=object)
+            return Candidates(idx, np.zeros(0, dtype=object), np.zeros(0), np.zeros(0, dtype=np.int64), family)
         sub = conns.iloc[idx] if self.profile is not None else _rows(conns, DIRECTION_FIELDS, idx)
         direction = directions(sub, self.nets)
         threshold = np.full(len(idx), float(verdicts.threshold))
@@ -165,6 +168,8 @@ class ConnectionNoticeSink:
 
     def write(self, verdicts: Verdicts) -> int:
         cand = self.policy.candidates(verdicts)
+        if not len(cand.idx):
+            return 0
         keep = cand.pattern < 0
         sev = severities(cand.direction, cand.family)
         rank = pd.Series(sev, dtype=object).map({name: severity_rank(name) for name in set(sev)})
@@ -352,15 +357,16 @@ class _Batch:
         self.cand = cand
         self.raw = raw
         m = len(cand.idx)
-        conns = _rows(verdicts.conns, _BATCH_FIELDS, cand.idx)
-        orig = texts(conns["id.orig_h"]) if m else np.array([], dtype=object)
-        resp = texts(conns["id.resp_h"]) if m else np.array([], dtype=object)
-        ports = (texts(conns["id.resp_p"]) + "/" + texts(conns["proto"])) if m else np.array([], dtype=object)
+        conns = _rows(verdicts.conns, _BATCH_FIELDS, cand.idx) if m else None
+        empty = np.zeros(0, dtype=object)
+        orig = texts(conns["id.orig_h"]) if conns is not None else empty
+        resp = texts(conns["id.resp_h"]) if conns is not None else empty
+        ports = (texts(conns["id.resp_p"]) + "/" + texts(conns["proto"])) if conns is not None else empty
         family = cand.family if cand.family is not None else np.full(m, "", dtype=object)
         by_dst = cand.direction == "inbound"
         host = np.where(by_dst, resp, orig)
         prefix = np.where(by_dst, "dst=", "src=")
-        keys = pd.Series(cand.direction, dtype=object) + "|" + family + "|" + prefix + host
+        keys = pd.Series(cand.direction, dtype=object) + "|" + family + "|" + prefix + host if m else empty
         # The candidates' columns as Python lists: the per-row loop (_join) reads no numpy scalar
         self.keys: list[str] = keys.tolist()
         self.direction: list[str] = [str(d) for d in cand.direction.tolist()]
@@ -372,7 +378,9 @@ class _Batch:
         self.resp: list[str] = [str(v) for v in resp.tolist()]
         self.ports: list[str] = [str(v) for v in ports.tolist()]
         self.pattern: list[int] = cand.pattern.astype(int).tolist()
-        self.uids = conns["uid"].astype(str).tolist() if sink.track_uids and "uid" in conns else None
+        self.uids = None
+        if sink.track_uids and "uid" in verdicts.conns:
+            self.uids = conns["uid"].astype(str).tolist() if conns is not None else []
         self.closing: list[tuple[int, float, str, Incident]] = []
         self.last_row: dict[str, int] = {}
         """key -> last row of this batch its open incident took (it closes no earlier)."""
