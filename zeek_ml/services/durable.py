@@ -110,8 +110,26 @@ def read_snapshot(checkpoint: str, ref: Any) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: not a numpy arrays file ({e})") from None
 
 
-def drop_other_snapshots(checkpoint: str, keep: str | None) -> None:
-    """Remove the arrays files of ``checkpoint`` other than ``keep`` (older ones, or left by a crash)."""
+def save_scorer(checkpoint: str, scorer: Any) -> dict[str, Any]:
+    """What a checkpoint keeps of ``scorer``'s state: its JSON part, with its host tables written beside
+    ``checkpoint`` as arrays first (:func:`write_snapshot`); ``{}`` for a scorer without a host context.
+    After the checkpoint is written, :func:`drop_other_snapshots` with this removes the older arrays."""
+    meta, arrays = scorer.snapshot()
+    return {"meta": meta, "arrays": write_snapshot(checkpoint, arrays)} if meta else {}
+
+
+def restore_scorer(checkpoint: str, scorer: Any, saved: dict[str, Any]) -> None:
+    """Give ``scorer`` the state :func:`save_scorer` kept (or a version 1 checkpoint's JSON state)."""
+    if "arrays" in saved:
+        scorer.restore_snapshot(saved.get("meta") or {}, read_snapshot(checkpoint, saved["arrays"]))
+    else:
+        scorer.restore(saved)
+
+
+def drop_other_snapshots(checkpoint: str, saved: dict[str, Any]) -> None:
+    """Remove the arrays files of ``checkpoint`` other than the one ``saved`` (:func:`save_scorer`) names
+    (older ones, or left by a crash)."""
+    keep = saved["arrays"]["file"] if saved else None
     directory = os.path.dirname(os.path.abspath(checkpoint))
     prefix = os.path.basename(checkpoint) + SNAPSHOT_INFIX
     with contextlib.suppress(OSError):

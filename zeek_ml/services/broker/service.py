@@ -76,9 +76,9 @@ from zeek_ml.services.durable import (
     drop_other_snapshots,
     is_disk_full,
     read_json,
-    read_snapshot,
+    restore_scorer,
+    save_scorer,
     wait_out_disk_full,
-    write_snapshot,
 )
 from zeek_ml.sinks.verdict_file import verdict_rows
 from zeek_ml.sources.broker import ForeignEvent, Rejected, clip, conn_frame
@@ -212,11 +212,7 @@ class BrokerService:
                 "warning",
             )
             return
-        context = saved.get("context") or {}
-        if "arrays" in context:
-            self.scorer.restore_snapshot(context.get("meta") or {}, read_snapshot(self.state_path, context["arrays"]))
-        else:
-            self.scorer.restore(context)
+        restore_scorer(self.state_path, self.scorer, saved.get("context") or {})
         for uid, verdict in saved.get("recent") or []:
             self.recent[str(uid)] = verdict
         self.log("state_restored", {"path": self.state_path, "recent": len(self.recent)})
@@ -224,11 +220,7 @@ class BrokerService:
     def save_state(self) -> None:
         if not self.state_path:
             return
-        # the host tables as arrays beside it (as watch's checkpoint): JSON of many hosts costs seconds
-        meta, arrays = self.scorer.snapshot()
-        context: dict[str, Any] = {}
-        if meta:
-            context = {"meta": meta, "arrays": write_snapshot(self.state_path, arrays)}
+        context = save_scorer(self.state_path, self.scorer)  # host tables as arrays beside it, as watch's
         write_json_atomic(
             self.state_path,
             {
@@ -238,7 +230,7 @@ class BrokerService:
                 "recent": [[uid, v] for uid, v in self.recent.items()],
             },
         )
-        drop_other_snapshots(self.state_path, context["arrays"]["file"] if context else None)
+        drop_other_snapshots(self.state_path, context)
 
     def _durably(self, write: Any, what: str) -> None:
         """``write()``, waiting out a full disk or quota as ``watch`` does (logged, retried with a backoff; the

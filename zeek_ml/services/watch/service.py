@@ -46,9 +46,9 @@ from zeek_ml.services.durable import (
     AppendLog,
     drop_other_snapshots,
     read_json,
-    read_snapshot,
+    restore_scorer,
+    save_scorer,
     wait_out_disk_full,
-    write_snapshot,
 )
 from zeek_ml.sinks.logs import EnrichedSink, build_notice_sink, enriched_fields, match_sensor
 from zeek_ml.sources.files import make_parser, reject_long_line, sniff_format
@@ -423,12 +423,7 @@ class Watcher:
                 f"{self.checkpoint_path}: checkpoint version {saved.get('version')} is not 1 or {CHECKPOINT_VERSION}"
             )
         self.follower.restore(saved.get("input"))
-        scorer = saved.get("scorer") or {}
-        if "arrays" in scorer:
-            arrays = read_snapshot(self.checkpoint_path, scorer["arrays"])
-            self.scorer.restore_snapshot(scorer.get("meta") or {}, arrays)
-        else:
-            self.scorer.restore(scorer)
+        restore_scorer(self.checkpoint_path, self.scorer, saved.get("scorer") or {})
         for name, sink in self.sinks.items():
             if hasattr(sink, "restore") and name in saved.get("sinks", {}):
                 sink.restore(saved["sinks"][name])
@@ -590,15 +585,12 @@ class Watcher:
     def _checkpoint(self) -> None:
         # The host tables first, as arrays in a file of their own (JSON of 100,000 hosts costs seconds
         # each time); the checkpoint that names them after, so a kill between leaves the old pair.
-        meta, arrays = self.scorer.snapshot()
-        scorer: dict[str, Any] = {}
-        if meta:
-            scorer = {"meta": meta, "arrays": write_snapshot(self.checkpoint_path, arrays)}
+        scorer = save_scorer(self.checkpoint_path, self.scorer)
         self.crash("arrays_written")
         state = self._checkpoint_state(scorer)
         self.crash("checkpoint_write", before=lambda: self._half_written_checkpoint(state))
         write_json_atomic(self.checkpoint_path, state)
-        drop_other_snapshots(self.checkpoint_path, scorer["arrays"]["file"] if scorer else None)
+        drop_other_snapshots(self.checkpoint_path, scorer)
 
     def _half_written_checkpoint(self, state: dict[str, Any]) -> None:
         """For the ``checkpoint_write`` crash point: what a kill inside the atomic write leaves."""
