@@ -655,9 +655,7 @@ class HostContext:
         version = int(state.get("version", -1))
         if version not in (1, self.VERSION):
             raise ValueError(f"host context state version {state.get('version')} is not 1 or {self.VERSION}")
-        params = state.get("params", {})
-        if {k: float(v) for k, v in params.items()} != {k: float(v) for k, v in self.params.items()}:
-            raise ValueError(f"host context parameters differ: {params} != {self.params}")
+        self._check_params(state.get("params", {}))
         self.clock = -math.inf if state.get("clock") is None else float(state["clock"])
         self.rows = int(state.get("rows", 0))
         with no_gc():
@@ -685,13 +683,20 @@ class HostContext:
             wlen.append(len(window))
             wflat.extend(window)
             last.append(float(d[2]) if len(d) > 2 else max(r[0] for r in recent))
-        m = len(keys)
-        tab = _K.empty_table(max(16, m), self.k, max(64, len(intern)), max(64, 2 * len(wflat)), sorted_times)
-        _K.load(tab, self.k, sorted_times, np.array(keys, dtype=np.int64), np.array(nrec, dtype=np.int64),
-                np.array(rec_i, dtype=np.int64).reshape(-1, 3), np.array(rec_f, dtype=np.float64).reshape(-1, 3),
-                np.array(wlen, dtype=np.int64), np.array(wflat, dtype=np.float64),
-                np.array(last, dtype=np.float64))  # fmt: skip
+        return self._table(sorted_times, len(intern), keys, nrec, rec_i, rec_f, wlen, wflat, last)
+
+    def _table(self, sorted_times: bool, ids: int, keys, nrec, rec_i, rec_f, wlen, wflat, last) -> tuple:
+        """A table holding these hosts (``_K.load``'s columns), with room for ``ids`` address ids."""
+        tab = _K.empty_table(max(16, len(keys)), self.k, max(64, ids), max(64, 2 * len(wflat)), sorted_times)
+        _K.load(tab, self.k, sorted_times, np.asarray(keys, dtype=np.int64), np.asarray(nrec, dtype=np.int64),
+                np.asarray(rec_i, dtype=np.int64).reshape(-1, 3), np.asarray(rec_f, dtype=np.float64).reshape(-1, 3),
+                np.asarray(wlen, dtype=np.int64), np.asarray(wflat, dtype=np.float64),
+                np.asarray(last, dtype=np.float64))  # fmt: skip
         return tab
+
+    def _check_params(self, params: dict[str, Any]) -> None:
+        if {k: float(v) for k, v in params.items()} != {k: float(v) for k, v in self.params.items()}:
+            raise ValueError(f"host context parameters differ: {params} != {self.params}")
 
     def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """:meth:`state` as a small JSON-able part and numpy arrays (every host's connections, windows and
@@ -770,9 +775,7 @@ class HostContext:
         """Replace this context's memory with a :meth:`snapshot` (parameters must match)."""
         if int(meta.get("version", -1)) != self.VERSION:
             raise ValueError(f"host context snapshot version {meta.get('version')} is not {self.VERSION}")
-        params = meta.get("params", {})
-        if {k: float(v) for k, v in params.items()} != {k: float(v) for k, v in self.params.items()}:
-            raise ValueError(f"host context parameters differ: {params} != {self.params}")
+        self._check_params(meta.get("params", {}))
         offsets, blob = np.asarray(arrays["strings.offsets"]), np.asarray(arrays["strings.utf8"]).tobytes()
         bounds = offsets.tolist()
         strs = [blob[a:b].decode("utf-8", "surrogatepass") for a, b in itertools.pairwise(bounds)]
@@ -783,20 +786,11 @@ class HostContext:
             intern = self._intern
             intern.strs = strs
             intern.ids = dict(zip(strs, range(len(strs)), strict=True))
-            counts = {"orig": int(meta["orig_strings"]), "resp": len(strs)}
-            tabs = {}
-            for name, sorted_times in (("orig", True), ("resp", False)):
-                a = {f: np.asarray(arrays[f"{name}.{f}"]) for f in ("keys", "nrec", "rec_i", "rec_f", "wlen", "wflat",
-                                                                    "last")}  # fmt: skip
-                m = len(a["keys"])
-                tab = _K.empty_table(max(16, m), self.k, max(64, counts[name]), max(64, 2 * len(a["wflat"])),
-                                     sorted_times)  # fmt: skip
-                _K.load(tab, self.k, sorted_times, a["keys"].astype(np.int64), a["nrec"].astype(np.int64),
-                        a["rec_i"].astype(np.int64).reshape(-1, 3), a["rec_f"].astype(np.float64).reshape(-1, 3),
-                        a["wlen"].astype(np.int64), a["wflat"].astype(np.float64),
-                        a["last"].astype(np.float64))  # fmt: skip
-                tabs[name] = tab
-            self._o, self._r = tabs["orig"], tabs["resp"]
+            columns = ("keys", "nrec", "rec_i", "rec_f", "wlen", "wflat", "last")
+            self._o, self._r = (
+                self._table(sorted_times, ids, *(arrays[f"{name}.{c}"] for c in columns))
+                for name, sorted_times, ids in (("orig", True, int(meta["orig_strings"])), ("resp", False, len(strs)))
+            )
             self._live_ids = len(intern)
         self.time = StreamClock()
         self.time.restore(meta.get("time") or {"clock": meta.get("clock")}, _row_payload)
