@@ -179,6 +179,19 @@ def test_write_log_and_read_log_round_trip(model: zeek_ml.ConnModel, tmp_path: P
     assert (tmp_path / "conn.tsv.log").read_text().splitlines()[-1].startswith("#close")
 
 
+def test_write_log_of_several_files_read_as_one_frame(tmp_path: Path) -> None:
+    """A frame read from several logs holds its string columns in several Arrow chunks (one per
+    batch): the writer joins them (it read only the first chunk's buffers before, and failed)."""
+    logs = [SAMPLE_LOGS / "zat.conn.log", SAMPLE_LOGS / "slips-port-scans-horizontal.conn.log"]
+    frame = zeek_ml.read_log(logs)
+    assert frame["uid"].array._pa_array.num_chunks > 1  # what made it fail
+    out = tmp_path / "both.conn.log"
+    assert zeek_ml.write_log(frame, out) == len(frame)
+    again = zeek_ml.read_log(out)
+    expected = pd.concat([zeek_ml.read_log(p) for p in logs], ignore_index=True)
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), expected, check_dtype=False)
+
+
 def test_score_does_what_the_cli_does(tmp_path: Path) -> None:
     summary = zeek_ml.score(SAMPLE_LOGS, tmp_path / "notice.log", all_out=tmp_path / "all.log")
     assert (summary.files, summary.records, summary.rejected, summary.scored) == (8, 3478, 0, 3478)

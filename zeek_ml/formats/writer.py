@@ -204,6 +204,8 @@ class ZeekLogWriter:
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
             values = [None if _is_null(v) else str(v) for v in series]
             return pc.fill_null(pa.array([self._string(v, first) for v in values], pa.string()), self.unset_field)
+        if isinstance(arr, pa.ChunkedArray):  # a frame of several files' batches (read_log of many)
+            arr = arr.combine_chunks()
         needs = _needs_escape(arr, first)
         if pc.any(needs).as_py():
             values = arr.to_pylist()
