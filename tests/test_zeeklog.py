@@ -382,6 +382,63 @@ def test_written_logs_read_back_identical(tmp_path: Path, fmt: str, data: list[t
             assert _same(row[j], got), (name, row[j], got)
 
 
+_mixed_value = st.one_of(st.none(), zeek_text, st.integers(-5, 5), st.floats(allow_nan=True), st.booleans())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 12).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.lists(st.one_of(st.none(), zeek_text), min_size=n, max_size=n), min_size=1, max_size=3),
+            st.lists(st.lists(_mixed_value, min_size=n, max_size=n), min_size=0, max_size=1),
+            st.lists(
+                st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), min_size=n, max_size=n), max_size=3
+            ),
+            st.lists(
+                st.lists(
+                    st.one_of(
+                        st.none(), st.floats(-1e12, 1e12), st.sampled_from([math.nan, math.inf, -math.inf, -0.0])
+                    ),
+                    min_size=n,
+                    max_size=n,
+                ),
+                min_size=1,
+                max_size=3,
+            ),
+            st.lists(st.lists(st.one_of(st.none(), st.booleans()), min_size=n, max_size=n), max_size=2),
+        )
+    ),
+    st.booleans(),
+)
+def test_columns_rendered_together_are_each_column_rendered_alone(columns: tuple, extra: bool) -> None:
+    """The TSV writer renders columns of one kind (text, integers, times, doubles, booleans) as one Arrow
+    array: byte for byte what rendering each column on its own gives, with nulls, escapes, text that
+    Arrow refuses (mixed Python values: rendered on their own), and columns given as ``extra``."""
+    texts, mixed, ints, floats, bools = columns
+    frame = pd.DataFrame({"first": texts[0]}, dtype=object)
+    fields = [("first", "string")]
+    for i, values in enumerate(texts[1:] + mixed):
+        frame[f"s{i}"] = pd.Series(values, dtype=object)
+        fields.append((f"s{i}", "string"))
+    for i, values in enumerate(ints):
+        frame[f"i{i}"] = pd.Series(values, dtype="Int64")
+        fields.append((f"i{i}", "int"))
+    for i, values in enumerate(floats):
+        frame[f"t{i}"] = pd.Series(values, dtype=float)
+        fields += [(f"t{i}", "time" if i % 2 else "double")]
+    for i, values in enumerate(bools):
+        frame[f"b{i}"] = pd.Series(values, dtype="boolean")
+        fields.append((f"b{i}", "bool"))
+    fields.append(("absent", "count"))
+    writer = ZeekLogWriter(io.BytesIO(), "x", fields, header=False)
+    alone = [writer._tsv_column(frame[n], t, first=i == 0) if n in frame else None for i, (n, t) in enumerate(fields)]
+    want = "".join(
+        "\t".join("-" if col is None else col[r].as_py() for col in alone) + "\n" for r in range(len(frame))
+    ).encode("utf-8", "surrogateescape")
+    given_extra = {n: frame.pop(n) for n in list(frame.columns)[1::2]} if extra else None
+    assert writer.render(frame, given_extra) == want
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(st.none(), zeek_text), max_size=12), st.integers(0, 12), st.booleans())
 def test_the_escape_check_without_a_regex_is_the_regex(values: list[str | None], offset: int, first: bool) -> None:
