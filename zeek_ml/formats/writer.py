@@ -380,26 +380,82 @@ def _concat_strings(arr: pa.Array) -> bytes:
     return arr.buffers()[2].to_pybytes()[start:end]
 
 
-def _fixed6(values: np.ndarray, unset: str) -> pa.Array:
-    """Zeek's time/interval rendering: six decimals, without going through Python floats."""
+EXP_FROM = float(2**31 - 1)
+"""From this magnitude on Zeek 8.0 writes a time or interval in exponent form (``modp_dtoa``'s
+``INT_MAX`` threshold) and a double with every digit (``modp_dtoa3``)."""
+
+
+def _fixed6_parts(values: np.ndarray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Six-decimal text of each finite value below :data:`EXP_FROM` (null where not finite), which rows
+    are at or above it (their text is to be replaced), and the values with the non-finite ones zeroed."""
     mask = ~np.isfinite(values)
     clean = np.where(mask, 0.0, values)
-    micros = np.rint(np.abs(clean) * 1e6).astype(np.int64)
+    big = np.abs(clean) >= EXP_FROM
+    fixed = np.where(big, 0.0, clean)
+    # Zeek's own arithmetic (modp_dtoa): the fraction times 10^6, cut, then rounded up past one half
+    # (at exactly one half: when odd, or when zero). rint(value * 10^6) differs where the product's
+    # own rounding lands on a half (a timestamp's sub-microsecond part of .4 could become .5).
+    magnitude = np.abs(fixed)
+    whole = np.trunc(magnitude)
+    scaled = (magnitude - whole) * 1e6
+    frac = np.floor(scaled)
+    diff = scaled - frac
+    frac += (diff > 0.5) | ((diff == 0.5) & ((frac == 0) | (frac % 2 == 1)))
+    micros = whole.astype(np.int64) * 1_000_000 + frac.astype(np.int64)  # a fraction of 10^6 carries over
     whole = pa.array(micros // 1_000_000).cast(pa.string())
     frac = pc.utf8_lpad(pa.array(micros % 1_000_000).cast(pa.string()), 6, "0")
     text = pc.binary_join_element_wise(whole, frac, ".")
-    negative = (clean < 0) & (micros > 0)
+    negative = fixed < 0  # Zeek keeps the sign of a value that rounds to zero: -0.000000
     if negative.any():
         text = pc.if_else(pa.array(negative), pc.binary_join_element_wise("-", text, ""), text)
-    if not mask.any():
-        return text
-    return pc.fill_null(pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), text), unset)
+    if mask.any():
+        text = pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), text)
+    return text, big, clean
+
+
+def _replace_rows(text: pa.Array, rows: np.ndarray, values: list[str]) -> pa.Array:
+    out = text.to_pylist()
+    for i, value in zip(rows.tolist(), values, strict=True):
+        out[i] = value
+    return pa.array(out, pa.string())
+
+
+def _fixed6(values: np.ndarray, unset: str) -> pa.Array:
+    """Zeek's time/interval rendering: six decimals (a magnitude from :data:`EXP_FROM` on in exponent
+    form, as Zeek 8.0 writes it), without going through Python floats for the usual values."""
+    text, big, clean = _fixed6_parts(values)
+    if big.any():
+        rows = np.flatnonzero(big)
+        text = _replace_rows(text, rows, [_exponent_text(v) for v in clean[rows].tolist()])
+    return pc.fill_null(text, unset)
+
+
+def _exponent_text(value: float) -> str:
+    """``%.16e`` with the mantissa's trailing zeros (and a bare ``.``) cut: Zeek 8.0's ``modp_dtoa``."""
+    mantissa, _, exponent = f"{value:.16e}".partition("e")
+    return mantissa.rstrip("0").rstrip(".") + "e" + exponent
 
 
 def _double(values: np.ndarray, unset: str) -> pa.Array:
-    """Zeek's double rendering: up to six decimals, trailing zeros trimmed, ``.0`` kept."""
-    trimmed = pc.utf8_rtrim(_fixed6(values, unset), "0")  # every value has a "." before its zeros
-    return pc.if_else(pc.ends_with(trimmed, "."), pc.binary_join_element_wise(trimmed, "0", ""), trimmed)
+    """Zeek's double rendering (``modp_dtoa3``, then ``ODesc::Add``): up to six decimals, trailing zeros
+    trimmed; a value that rounds to a whole number keeps ``.0`` only when it is within 1e-9 of one
+    (``0.0``, but ``0`` for 1e-7); from :data:`EXP_FROM` on every digit of ``%.6f``."""
+    text, big, clean = _fixed6_parts(values)
+    trimmed = pc.utf8_rtrim(text, "0")  # every value has a "." before its zeros
+    dot = pc.ends_with(trimmed, ".")
+    if pc.any(dot).as_py():
+        near = pa.array(np.abs(clean - np.rint(clean)) < 1e-9)
+        whole = pc.if_else(near, pc.binary_join_element_wise(trimmed, "0", ""), pc.utf8_rtrim(trimmed, "."))
+        trimmed = pc.if_else(dot, whole, trimmed)
+    if big.any():
+        rows = np.flatnonzero(big)
+        trimmed = _replace_rows(trimmed, rows, [_all_digits_text(v) for v in clean[rows].tolist()])
+    return pc.fill_null(trimmed, unset)
+
+
+def _all_digits_text(value: float) -> str:
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return text + ".0" if value == np.rint(value) else text
 
 
 _ESCAPED_BYTES = np.zeros(256, dtype=bool)
