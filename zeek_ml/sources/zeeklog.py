@@ -66,6 +66,11 @@ def _finish_frame(
 ) -> pd.DataFrame:
     if "__rows__" in table.column_names:
         table = table.drop_columns(["__rows__"])
+    if ctx.conn and _CONN_NAME_SET.issubset(table.column_names):
+        # conn.log's columns first, in its order: cheaper done in Arrow than on the frame below
+        order = CONN_NAMES + [c for c in table.column_names if c not in CONN_TYPES]
+        if order != table.column_names:
+            table = table.select(order)
     frame = to_pandas(table)
     for name, values in objects.items():
         frame[name] = pd.Series(values, dtype=object, index=frame.index)
@@ -78,13 +83,16 @@ def _finish_frame(
                     dtype=pandas_dtype(zeek_type),
                 )
                 types[name] = zeek_type
-        frame = frame[CONN_NAMES + [c for c in frame.columns if c not in CONN_TYPES]]
+        order = CONN_NAMES + [c for c in frame.columns if c not in CONN_TYPES]
+        if order != list(frame.columns):
+            frame = frame[order]
     frame.attrs = {"source": path, "path": log_path, "types": ColumnTypes(types)}
     ctx.stats.records += len(frame)
     return frame
 
 
 CONN_NAMES = [n for n, _ in CONN_FIELDS]
+_CONN_NAME_SET = frozenset(CONN_NAMES)
 
 
 class TsvParser:
