@@ -116,12 +116,19 @@ class NoticePolicy:
             floor = min([floor, *self.profile.thresholds.values()])
         idx = np.flatnonzero(scores >= floor)
         conns = verdicts.conns
+        # One take of the columns read from here on (local discovery, directions, the incident sink's)
+        rows = _rows(conns, _CANDIDATE_FIELDS, idx) if self.profile is None and len(idx) else None
         if not self.local_discovery and len(idx):
-            idx = idx[~local_discovery(_rows(conns, ("id.resp_h", "id.resp_p", "proto"), idx))]
+            chatter = local_discovery(
+                rows if rows is not None else _rows(conns, ("id.resp_h", "id.resp_p", "proto"), idx)
+            )
+            if chatter.any():
+                idx = idx[~chatter]
+                rows = rows.iloc[np.flatnonzero(~chatter)] if rows is not None else None
         if not len(idx):  # most batches of real traffic: no frames to build
             family = None if verdicts.family is None else np.zeros(0, dtype=object)
             return Candidates(idx, np.zeros(0, dtype=object), np.zeros(0), np.zeros(0, dtype=np.int64), family)
-        sub = conns.iloc[idx] if self.profile is not None else _rows(conns, DIRECTION_FIELDS, idx)
+        sub = conns.iloc[idx] if rows is None else rows
         direction = directions(sub, self.nets)
         threshold = np.full(len(idx), float(verdicts.threshold))
         pattern = np.full(len(idx), -1, dtype=np.int64)
@@ -133,7 +140,7 @@ class NoticePolicy:
         family = None
         if verdicts.family is not None:
             family = pd.Series(np.asarray(verdicts.family, dtype=object)[idx]).fillna("").astype(str).to_numpy()
-        return Candidates(idx, direction, threshold, pattern, family)
+        return Candidates(idx, direction, threshold, pattern, family, rows)
 
 
 @dataclass
@@ -146,6 +153,8 @@ class Candidates:
     pattern: np.ndarray
     """Index of the profile's baseline pattern each row matches, -1 for none."""
     family: np.ndarray | None
+    rows: pd.DataFrame | None = None
+    """The rows ``idx`` of the columns the incident sink reads, when already taken (else None)."""
 
 
 # --------------------------------------------------------------------------- per connection
@@ -312,11 +321,14 @@ class Incident:
 
 DIRECTION_FIELDS = ("id.orig_h", "id.resp_h", "local_orig", "local_resp")
 _BATCH_FIELDS = ("id.orig_h", "id.resp_h", "id.resp_p", "proto", "uid")
+_CANDIDATE_FIELDS = (*DIRECTION_FIELDS, "id.resp_p", "proto", "uid")
 
 
 def _rows(conns: pd.DataFrame, names: Sequence[str], idx: np.ndarray) -> pd.DataFrame:
-    """Rows ``idx`` of the columns ``names`` that ``conns`` has (not a copy of every column)."""
-    return conns[[c for c in names if c in conns.columns]].iloc[idx]
+    """Rows ``idx`` of the columns ``names`` that ``conns`` has (one take, not a copy of every column)."""
+    if not conns.columns.is_unique:
+        return conns[[c for c in names if c in conns.columns]].iloc[idx]
+    return conns.iloc[idx, [conns.columns.get_loc(c) for c in names if c in conns.columns]]
 
 
 def max_open_incidents() -> int:
@@ -357,7 +369,9 @@ class _Batch:
         self.cand = cand
         self.raw = raw
         m = len(cand.idx)
-        conns = _rows(verdicts.conns, _BATCH_FIELDS, cand.idx) if m else None
+        conns = None
+        if m:
+            conns = cand.rows if cand.rows is not None else _rows(verdicts.conns, _BATCH_FIELDS, cand.idx)
         empty = np.zeros(0, dtype=object)
         orig = texts(conns["id.orig_h"]) if conns is not None else empty
         resp = texts(conns["id.resp_h"]) if conns is not None else empty
