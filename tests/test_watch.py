@@ -362,8 +362,9 @@ def test_sighup_reopens_the_notice_log_and_metrics_are_served(tmp_path: Path) ->
         wait_for(lambda: (out / "notice.log").exists(), what="a fresh notice.log")
         wait_for(lambda: (out / "notice.log.1").read_bytes().rstrip().split(b"\n")[-1].startswith(b"#close"))
         assert (out / "notice.log").read_bytes().startswith(b"#separator \\x09\n")
-        for line in err.read_text().splitlines():
-            json.loads(line)  # --log-format json: every log line is one JSON object
+        events = [json.loads(line) for line in err.read_text().splitlines()]  # --log-format json: one object a line
+        started = next(e for e in events if e["event"] == "started")
+        assert started["warm_up_ms"] >= 0, started  # made-up lines went through the stages first (-1: it failed)
     finally:
         watcher.send_signal(signal.SIGTERM)
         assert watcher.wait(timeout=30) == 0

@@ -50,6 +50,7 @@ from zeek_ml.services.durable import (
     save_scorer,
     wait_out_disk_full,
 )
+from zeek_ml.services.watch.warmup import warm_up
 from zeek_ml.sinks.logs import EnrichedSink, build_notice_sink, enriched_fields, match_sensor
 from zeek_ml.sources.files import make_parser, reject_long_line, sniff_format
 from zeek_ml.sources.reading import MalformedLineError, ReadContext, ReadStats, RejectLog
@@ -367,13 +368,27 @@ class Watcher:
         try:
             self._restore()
             self._start_events(os.path.dirname(live))
-            self.log("started", {"file": live, "checkpoint": self.checkpoint_path, "notice_log": o.notice_out})
+            warm = self._warm_up()
+            self.log(
+                "started",
+                {"file": live, "checkpoint": self.checkpoint_path, "notice_log": o.notice_out, "warm_up_ms": warm},
+            )
             self._loop()
             self._finish()
             clean = True
         finally:
             self._close(clean)
         return 0
+
+    def _warm_up(self) -> int:
+        """Run made-up lines through throwaway stages (:mod:`.warmup`): milliseconds taken, -1 if it failed
+        (only the first batch is slower then: a warning, not a stop)."""
+        o = self.opts
+        try:
+            return round(1000 * warm_up(self.model, o.fmt, o.json_ts, o.notice_options, o.batch_bytes))
+        except Exception as e:  # a made-up batch must never keep the service from its real work
+            self.log("warm_up_failed", {"message": f"{type(e).__name__}: {e}"}, "warning")
+            return -1
 
     def _open_outputs_once(self) -> None:
         try:
