@@ -152,12 +152,14 @@ def run_once(
         tail = OutputTail(out_path, uid_col=1)
         cpu0 = 0.0
     tail.start()
-    burst = burst or max(1, rate // 200)  # by default a write every 5 ms
+    zeek_writes = burst is not None  # as Zeek writes: --burst rows a write, each line whole
+    burst = burst or max(1, rate // 200)  # by default a write every 5 ms, now and then ending mid-line
     started = time.monotonic()
     subprocess.run(
         [
             *(sys.executable, WRITER, logs, "--rows", str(rows), "--rotate-every", str(int(rate * rotate_seconds))),
             *("--burst", str(burst), "--rate", str(rate), "--style", "zeekctl", "--timestamps", stamps_path),
+            *(["--whole-writes"] if zeek_writes else []),
         ],
         env=env,
         check=True,
@@ -222,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         "--burst",
         type=int,
         metavar="ROWS",
-        help="rows per write (default: a write every 5 ms; 1000 writes as a real Zeek does, whose writer "
-        "gets its records 1,000 at a time, Log::write_buffer_size, or once a second, Log::flush_interval)",
+        help="rows per write, each ending a line (default: a write every 5 ms, now and then ending mid-line); "
+        "1000 writes as a real Zeek does, whose writer gets its records 1,000 at a time "
+        "(Log::write_buffer_size) or once a second (Log::flush_interval)",
     )
     p.add_argument(
         "--timeline",

@@ -58,8 +58,17 @@ def stamp(t: float, fmt: str = "%Y-%m-%d-%H-%M-%S") -> str:
 class LiveConnLog:
     """conn.log in ``directory``, written and rotated like Zeek does."""
 
-    def __init__(self, directory: str, rows: pd.DataFrame, style: str, rng: random.Random, extra_field: bool):
+    def __init__(
+        self,
+        directory: str,
+        rows: pd.DataFrame,
+        style: str,
+        rng: random.Random,
+        extra_field: bool,
+        whole_writes: bool = False,
+    ):
         self.dir = directory
+        self.whole_writes = whole_writes
         self.rows = rows
         self.style = style
         self.rng = rng
@@ -106,8 +115,10 @@ class LiveConnLog:
         self.clock += n * 0.001
         self.manifest[-1].extend(uids)
         data = self.pending + b"".join(lines)
-        # End the burst in the middle of a line now and then: a reader must wait for the newline.
-        cut = len(data) if self.rng.random() < 0.5 else self.rng.randrange(1, len(data) + 1)
+        # End the burst in the middle of a line now and then: a reader must wait for the newline
+        # (not with whole_writes: Zeek's writer writes each record whole).
+        whole = self.whole_writes or self.rng.random() < 0.5
+        cut = len(data) if whole else self.rng.randrange(1, len(data) + 1)
         self.f.write(data[:cut])
         self.f.flush()
         self.pending = data[cut:]
@@ -185,12 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", help="write the uids written, per file, here (JSON)")
     p.add_argument("--source", action="append", help="conn logs to replay rows from (default: sample_logs)")
     p.add_argument("--timestamps", help="append 'uid<TAB>wall-clock time written' lines here (latency bench)")
+    p.add_argument(
+        "--whole-writes",
+        action="store_true",
+        help="end every write with a whole line, as Zeek does (default: a burst may end mid-line)",
+    )
     args = p.parse_args(argv)
 
     os.makedirs(args.dir, exist_ok=True)
     rng = random.Random(args.seed)
     rows = load_rows(args.source or DEFAULT_SOURCES)
-    log = LiveConnLog(args.dir, rows, args.style, rng, args.header_change)
+    log = LiveConnLog(args.dir, rows, args.style, rng, args.header_change, args.whole_writes)
     stamps = open(args.timestamps, "w") if args.timestamps else None  # noqa: SIM115
     written = in_file = 0
     started = time.monotonic()
