@@ -456,11 +456,15 @@ _mixed_value = st.one_of(st.none(), zeek_text, st.integers(-5, 5), st.floats(all
         )
     ),
     st.booleans(),
+    st.booleans(),
 )
-def test_columns_rendered_together_are_each_column_rendered_alone(columns: tuple, extra: bool) -> None:
+def test_columns_rendered_together_are_each_column_rendered_alone(columns: tuple, extra: bool, big: bool) -> None:
     """The TSV writer renders columns of one kind (text, integers, times, doubles, booleans) as one Arrow
     array: byte for byte what rendering each column on its own gives, with nulls, escapes, text that
-    Arrow refuses (mixed Python values: rendered on their own), and columns given as ``extra``."""
+    Arrow refuses (mixed Python values: rendered on their own), and columns given as ``extra``; ``big``:
+    as a batch above ``GROUP_ROWS`` is, column by column."""
+    from zeek_ml.formats import writer as writer_module
+
     texts, mixed, ints, floats, bools = columns
     frame = pd.DataFrame({"first": texts[0]}, dtype=object)
     fields = [("first", "string")]
@@ -483,7 +487,12 @@ def test_columns_rendered_together_are_each_column_rendered_alone(columns: tuple
         "\t".join("-" if col is None else col[r].as_py() for col in alone) + "\n" for r in range(len(frame))
     ).encode("utf-8", "surrogateescape")
     given_extra = {n: frame.pop(n) for n in list(frame.columns)[1::2]} if extra else None
-    assert writer.render(frame, given_extra) == want
+    limit = writer_module.GROUP_ROWS
+    writer_module.GROUP_ROWS = 0 if big else limit
+    try:
+        assert writer.render(frame, given_extra) == want
+    finally:
+        writer_module.GROUP_ROWS = limit
 
 
 @settings(max_examples=300, deadline=None)

@@ -141,7 +141,7 @@ class ZeekLogWriter:
                 columns[index] = pa.array([self.unset_field] * n, pa.string())
                 continue
             series = frame[name]
-            kind = _group_of(series, zeek_type) if index > 0 else None
+            kind = _group_of(series, zeek_type) if index > 0 and n <= GROUP_ROWS else None
             if kind == "string":
                 try:
                     series = self._string_array(series)
@@ -308,6 +308,11 @@ class ZeekLogWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+GROUP_ROWS = 8192
+"""Batches up to this many rows render columns of a kind together (one Arrow call for all of them saves
+more than copying them into one array costs); bigger ones (offline ``score``) column by column."""
 
 
 def _group_of(series: pd.Series, zeek_type: str) -> str | None:
