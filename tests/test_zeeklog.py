@@ -102,17 +102,19 @@ def _numbers_zeek_writes() -> list[float]:
     return edges + ts.tolist() + durations.tolist() + halves.tolist() + (-durations[:50]).tolist()
 
 
-def test_times_intervals_and_doubles_render_as_a_real_zeek_writes_them(zeek: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["tsv", "json"])
+def test_times_intervals_and_doubles_render_as_a_real_zeek_writes_them(zeek: str, tmp_path: Path, fmt: str) -> None:
     """Zeek 8's ASCII writer and ours on the same doubles, as time, interval and double fields: the same
     bytes (exponent form for a time from 2^31 - 1 s on, Zeek's rounding of the sixth decimal, ``-0.000000``,
     ``0`` against ``0.0``, every digit of a huge double). Not 0.9999995: at an exact half Zeek 8.0's
     ``modp_dtoa`` rounds the sixth decimal up without the carry and writes ``0.1000000``; we write
-    ``1.000000``."""
+    ``1.000000``. As JSON (``LogAscii::use_json``) Zeek writes every double in full, RapidJSON's way
+    (``0.000002``, ``1e-7``, ``100000000000000000000.0``)."""
     values = _numbers_zeek_writes()
     script = tmp_path / "numbers.zeek"
     literals = ", ".join(repr(v) for v in values)
     script.write_text(
-        "module Numbers;\n"
+        ("redef LogAscii::use_json = T;\n" if fmt == "json" else "") + "module Numbers;\n"
         "export { redef enum Log::ID += { LOG };\n"
         "  type Info: record { t: time &log; i: interval &log; d: double &log; }; }\n"
         "event zeek_init() {\n"
@@ -127,11 +129,20 @@ def test_times_intervals_and_doubles_render_as_a_real_zeek_writes_them(zeek: str
         line for line in (tmp_path / "numbers.log").read_bytes().splitlines(keepends=True) if not line.startswith(b"#")
     ]
     frame = pd.DataFrame({"t": values, "i": values, "d": values})
-    writer = ZeekLogWriter(io.BytesIO(), "numbers", [("t", "time"), ("i", "interval"), ("d", "double")], header=False)
+    fields = [("t", "time"), ("i", "interval"), ("d", "double")]
+    writer = ZeekLogWriter(io.BytesIO(), "numbers", fields, header=False, fmt=fmt)
     ours = writer.render(frame).splitlines(keepends=True)
     assert len(ours) == len(theirs) == len(values)
-    wrong = [(v, a, b) for v, a, b in zip(values, ours, theirs, strict=True) if a != b]
+    wrong = [(v, a, b) for v, a, b in zip(values, ours, theirs, strict=True) if a != b and not _twins(a, b)]
     assert not wrong, wrong[:10]
+
+
+def _twins(ours: bytes, theirs: bytes) -> bool:
+    """JSON lines whose numbers differ only where RapidJSON's Grisu2 chose the other of two equally short
+    digit strings for the same double (1000000000000000.25: ``...0.2`` or ``...0.3``; Python takes the even)."""
+    a, b = json.loads(ours), json.loads(theirs)
+    texts = [(x, y) for x, y in zip(ours.split(b","), theirs.split(b","), strict=True) if x != y]
+    return a == b and all(len(x) == len(y) for x, y in texts)
 
 
 def test_real_zeek7_json_and_tsv_agree() -> None:

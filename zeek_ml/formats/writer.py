@@ -280,6 +280,15 @@ class ZeekLogWriter:
     def _json_bytes(self, frame: _Columns) -> bytes:
         names = [(n, t) for n, t in self.fields if n in frame]
         columns = {n: frame[n].tolist() for n, _ in names}
+        # json.dumps writes a double as Python's repr, which is RapidJSON's (Zeek's JSON writer) but for
+        # exponents: 2e-06 where Zeek writes 0.000002, 1e+20 for 100000000000000000000.0. Rows holding
+        # such a number are written with _json_double.
+        unlike = np.zeros(len(frame), dtype=bool)
+        for name, zeek_type in names:
+            if zeek_type in FLOAT_TYPES:
+                size = np.abs(frame[name].to_numpy(dtype=float, na_value=np.nan))
+                unlike |= ((size < 1e-4) & (size > 0)) | (size >= 1e16)
+        floats = [(n, json.dumps(n, ensure_ascii=False)) for n, t in names if t in FLOAT_TYPES]
         out: list[str] = []
         for i in range(len(frame)):
             row: dict[str, Any] = {}
@@ -287,7 +296,10 @@ class ZeekLogWriter:
                 value = _json_value(columns[name][i], zeek_type, self.json_ts)
                 if value is not None:
                     row[name] = value
-            out.append(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+            line = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+            if unlike[i]:
+                line = _as_rapidjson(line, row, floats)
+            out.append(line)
         return ("\n".join(out) + "\n").encode("utf-8", "surrogateescape")
 
     # ------------------------------------------------------------------ close
@@ -502,11 +514,9 @@ def _json_value(value: Any, zeek_type: str, ts_format: str) -> Any:
         stamp = dt.datetime.fromtimestamp(float(value), dt.UTC)
         return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     if zeek_type in FLOAT_TYPES:
-        # Zeek's JSON writer gives ``time`` six decimals and other doubles in full.
+        # Zeek 8.0's JSON writer gives every double in full, times too (its ASCII writer six decimals).
         v = float(value)
-        if not math.isfinite(v):
-            return None
-        return round(v, 6) if zeek_type == "time" else v
+        return v if math.isfinite(v) else None
     if zeek_type in INT_TYPES:
         return int(value)
     if zeek_type == "bool":
@@ -514,6 +524,49 @@ def _json_value(value: Any, zeek_type: str, ts_format: str) -> Any:
     if is_container(zeek_type):
         return [_json_string(e) if isinstance(e, str) else _json_scalar(e) for e in value]
     return _json_string(str(value))
+
+
+def _as_rapidjson(line: str, row: dict[str, Any], keys: list[tuple[str, str]]) -> str:
+    """``line`` (``json.dumps(row)``) with the doubles of ``keys`` ((name, name as JSON) pairs) as
+    :func:`_json_double` writes them. ``"key":`` is found once, where the key is: in a string value its
+    quotes are escaped."""
+    for name, key in keys:
+        value = row.get(name)
+        if type(value) is float:
+            text = _json_double(value)
+            if text != repr(value):
+                line = line.replace(f"{key}:{value!r}", f"{key}:{text}", 1)
+    return line
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_double(value: float) -> str:
+    """``value`` as RapidJSON's ``Writer::Double`` writes it (Zeek's JSON logs): the shortest digits that
+    read back as the value, in plain notation from 1e-6 up to 1e21 with ``.0`` for a whole number
+    (``0.000002``, ``100000000000000000000.0``), else ``1e-7``, ``1.5e300``: no ``+``, no leading zero."""
+    if value == 0.0:
+        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+    sign, text = ("-", repr(-value)) if value < 0 else ("", repr(value))
+    mantissa, _, exponent = text.partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    k = int(exponent or 0) - len(fraction)  # the value is int(whole + fraction) * 10**k
+    stripped = digits.rstrip("0")
+    k += len(digits) - len(stripped)
+    digits = stripped
+    length = len(digits)
+    kk = length + k  # 10**(kk - 1) <= value < 10**kk
+    if k >= 0 and kk <= 21:
+        return f"{sign}{digits}{'0' * k}.0"
+    if 0 < kk <= 21:
+        return f"{sign}{digits[:kk]}.{digits[kk:]}"
+    if -6 < kk <= 0:
+        return f"{sign}0.{'0' * -kk}{digits}"
+    head = digits if length == 1 else f"{digits[0]}.{digits[1:]}"
+    return f"{sign}{head}e{kk - 1}"
 
 
 def _json_scalar(value: Any) -> Any:
