@@ -539,10 +539,6 @@ def _as_rapidjson(line: str, row: dict[str, Any], keys: list[tuple[str, str]]) -
     return line
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def _json_double(value: float) -> str:
     """``value`` as RapidJSON's ``Writer::Double`` writes it (Zeek's JSON logs): the shortest digits that
     read back as the value, in plain notation from 1e-6 up to 1e21 with ``.0`` for a whole number

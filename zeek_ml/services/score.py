@@ -240,9 +240,13 @@ class _Collect:
         self.fields = list(fields)
         self.frames: list[Any] = []
 
-    def write(self, frame: Any) -> int:
+    def write(self, frame: Any, extra: dict[str, Any] | None = None) -> int:
+        """Keep ``frame`` (with the columns ``extra``, as :meth:`ZeekLogWriter.write` takes them)."""
         if len(frame):
-            self.frames.append(frame.assign(peer_descr=self.sensor) if self.sensor else frame.copy())
+            columns = dict(extra or {})
+            if self.sensor:
+                columns["peer_descr"] = self.sensor
+            self.frames.append(frame.assign(**columns) if columns else frame.copy())
         return len(frame)
 
     def close(self, close_time: float | None = None) -> None:
