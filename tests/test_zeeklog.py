@@ -133,7 +133,8 @@ def test_times_intervals_and_doubles_render_as_a_real_zeek_writes_them(zeek: str
     writer = ZeekLogWriter(io.BytesIO(), "numbers", fields, header=False, fmt=fmt)
     ours = writer.render(frame).splitlines(keepends=True)
     assert len(ours) == len(theirs) == len(values)
-    wrong = [(v, a, b) for v, a, b in zip(values, ours, theirs, strict=True) if a != b and not _twins(a, b)]
+    twins = _twins if fmt == "json" else lambda a, b: False
+    wrong = [(v, a, b) for v, a, b in zip(values, ours, theirs, strict=True) if a != b and not twins(a, b)]
     assert not wrong, wrong[:10]
 
 
