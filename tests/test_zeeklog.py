@@ -441,6 +441,46 @@ def test_written_logs_read_back_identical(tmp_path: Path, fmt: str, data: list[t
             assert _same(row[j], got), (name, row[j], got)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), max_size=8),
+    st.lists(st.one_of(st.none(), st.floats()), max_size=8),
+    st.lists(st.one_of(st.none(), st.booleans()), max_size=8),
+    st.lists(st.one_of(st.none(), zeek_text.filter(_utf8)), max_size=8),
+    st.sampled_from(["epoch", "iso8601", "millis"]),
+)
+def test_json_columns_whole_are_the_values_one_by_one(
+    ints: list, floats: list, bools: list, texts: list, ts: str
+) -> None:
+    """The JSON writer converts integer, double, boolean and Arrow text columns whole: the same values, the
+    same None (left out) and the same escapes as converting them one by one (the reference)."""
+    from zeek_ml.formats.writer import _json_column, _json_value
+
+    finite = [x for x in floats if x is None or abs(x) < 1e11]  # (a time in ISO 8601 needs a real date)
+    columns = [
+        (pd.Series(ints, dtype="Int64"), "count" if all(x is None or x >= 0 for x in ints) else "int"),
+        (pd.Series([x if x is not None else np.nan for x in floats], dtype=float), "interval"),
+        (pd.Series([x if x is not None else np.nan for x in finite], dtype=float), "time"),
+        (pd.Series([x if x is not None else np.nan for x in floats], dtype=float), "double"),
+        (pd.Series(bools, dtype="boolean"), "bool"),
+        (pd.Series(texts, dtype=pd.StringDtype("pyarrow", na_value=np.nan)), "string"),
+    ]
+    for series, zeek_type in columns:
+        if zeek_type == "time" and ts != "epoch" and series.isna().all():
+            continue
+        want = [_json_value(v, zeek_type, ts) for v in series.tolist()]
+        got = _json_column(series, zeek_type, ts)
+        assert got == want and [type(x) for x in got] == [type(x) for x in want], (zeek_type, got, want)
+
+
 _mixed_value = st.one_of(st.none(), zeek_text, st.integers(-5, 5), st.floats(allow_nan=True), st.booleans())
 
 

@@ -279,7 +279,6 @@ class ZeekLogWriter:
     # ------------------------------------------------------------------ JSON
     def _json_bytes(self, frame: _Columns) -> bytes:
         names = [(n, t) for n, t in self.fields if n in frame]
-        columns = {n: frame[n].tolist() for n, _ in names}
         # json.dumps writes a double as Python's repr, which is RapidJSON's (Zeek's JSON writer) but for
         # exponents: 2e-06 where Zeek writes 0.000002, 1e+20 for 100000000000000000000.0. Rows holding
         # such a number are written with _json_double.
@@ -289,13 +288,10 @@ class ZeekLogWriter:
                 size = np.abs(frame[name].to_numpy(dtype=float, na_value=np.nan))
                 unlike |= ((size < 1e-4) & (size > 0)) | (size >= 1e16)
         floats = [(n, json.dumps(n, ensure_ascii=False)) for n, t in names if t in FLOAT_TYPES]
+        values = [(n, _json_column(frame[n], t, self.json_ts)) for n, t in names]
         out: list[str] = []
         for i in range(len(frame)):
-            row: dict[str, Any] = {}
-            for name, zeek_type in names:
-                value = _json_value(columns[name][i], zeek_type, self.json_ts)
-                if value is not None:
-                    row[name] = value
+            row = {name: column[i] for name, column in values if column[i] is not None}
             line = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
             if unlike[i]:
                 line = _as_rapidjson(line, row, floats)
@@ -503,6 +499,37 @@ def _json_string(value: str) -> str:
     # Zeek's JSON writer escapes a backslash and bytes that are not UTF-8 the
     # same way its ASCII writer does; JSON's own escaping is applied on top.
     return escape(value, "", None, "\x00unset", "\x00empty") if value else value
+
+
+_JSON_ESCAPED = r"[\\\x00-\x1f\x7f]"
+"""Text :func:`_json_string` changes (RE2): a backslash or a control byte (Arrow text holds no surrogate)."""
+
+
+def _json_column(series: pd.Series, zeek_type: str, ts_format: str) -> list[Any]:
+    """:func:`_json_value` of every value of a column (None: left out), whole columns at a time where the
+    dtype allows (integers, doubles, booleans, Arrow text), else value by value."""
+    dtype = series.dtype
+    if zeek_type in INT_TYPES and (isinstance(dtype, pd.Int64Dtype) or dtype == np.int64):
+        return series.to_numpy(dtype=object, na_value=None).tolist()
+    if zeek_type in FLOAT_TYPES and dtype == np.float64 and (zeek_type != "time" or ts_format == "epoch"):
+        numbers = series.to_numpy(dtype=float)
+        out = numbers.astype(object)
+        out[~np.isfinite(numbers)] = None
+        return out.tolist()
+    if zeek_type == "bool" and (isinstance(dtype, pd.BooleanDtype) or dtype == np.bool_):
+        return series.to_numpy(dtype=object, na_value=None).tolist()
+    if (
+        isinstance(dtype, pd.StringDtype)
+        and dtype.storage == "pyarrow"
+        and not is_container(zeek_type)
+        and zeek_type not in FLOAT_TYPES | INT_TYPES | {"bool"}
+    ):
+        text = series.to_numpy(dtype=object, na_value=None).tolist()
+        escaped = pc.match_substring_regex(pa.array(series, pa.string(), from_pandas=True), _JSON_ESCAPED)
+        for i in np.flatnonzero(pc.fill_null(escaped, False).to_numpy(zero_copy_only=False)):
+            text[i] = _json_string(text[i])
+        return text
+    return [_json_value(v, zeek_type, ts_format) for v in series.tolist()]
 
 
 def _json_value(value: Any, zeek_type: str, ts_format: str) -> Any:
