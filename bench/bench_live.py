@@ -117,6 +117,19 @@ def baseline_tailer(live_dir: str, out_path: str, stop: threading.Event, interva
             time.sleep(interval)
 
 
+def wait_started(watcher: subprocess.Popen, err_path: str, timeout: float = 120.0) -> None:
+    """Until the watcher logs its ``started`` event (model loaded, warmed up, following the log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(err_path, "rb") as f:
+            if b'"event": "started"' in f.read():
+                return
+        if watcher.poll() is not None:
+            raise RuntimeError(f"zeek-ml watch exited with {watcher.returncode} before it started (see {err_path})")
+        time.sleep(0.05)
+    raise RuntimeError(f"zeek-ml watch did not start within {timeout:g} s (see {err_path})")
+
+
 def read_stamps(path: str) -> dict[str, float]:
     out: dict[str, float] = {}
     with open(path) as f:
@@ -142,9 +155,11 @@ def run_once(
         ckpt = out_path + ".ckpt"
         cmd = [sys.executable, "-m", "zeek_ml", "watch", logs, "-o", out_path + ".notice", "--all", out_path]
         cmd += ["--checkpoint", ckpt, "--poll-interval", "0.05", *WATCH_ARGS]
-        watcher = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+        err_path = out_path + ".err"
+        with open(err_path, "wb") as err:
+            watcher = subprocess.Popen([*cmd, "--log-format", "json"], env=env, stderr=err)
         tail = OutputTail(out_path, uid_col=1)
-        time.sleep(3.0)  # let it load the model before the clock starts
+        wait_started(watcher, err_path)  # the model loaded and warmed up before the clock starts
         cpu0 = proc_cpu_seconds(watcher.pid)
     else:
         t = threading.Thread(target=baseline_tailer, args=(logs, out_path, stop, 0.05), daemon=True)
