@@ -76,5 +76,9 @@ def escape(
     return out
 
 
-NEEDS_ESCAPE_REGEX = r"[\\\x00-\x1f\x7f]|^-$|^\(empty\)$"
+ESCAPED_CHARS_REGEX = r"[\\\x00-\x1f\x7f]"
+"""A regex (RE2 syntax) matching the characters :func:`escape` always escapes: a backslash, a control byte
+(bytes that are not UTF-8 cannot be in an Arrow string)."""
+
+NEEDS_ESCAPE_REGEX = ESCAPED_CHARS_REGEX + r"|^-$|^\(empty\)$"
 """A regex (RE2 syntax, for pyarrow.compute) matching values that need :func:`escape`."""

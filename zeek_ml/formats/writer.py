@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zeek_ml.formats.escape import NEEDS_ESCAPE_REGEX, escape
+from zeek_ml.formats.escape import ESCAPED_CHARS_REGEX, NEEDS_ESCAPE_REGEX, escape
 from zeek_ml.formats.schema import FLOAT_TYPES, INT_TYPES, is_container
 
 JSON_TS_FORMATS = ("epoch", "iso8601", "millis")
@@ -501,10 +501,6 @@ def _json_string(value: str) -> str:
     return escape(value, "", None, "\x00unset", "\x00empty") if value else value
 
 
-_JSON_ESCAPED = r"[\\\x00-\x1f\x7f]"
-"""Text :func:`_json_string` changes (RE2): a backslash or a control byte (Arrow text holds no surrogate)."""
-
-
 def _json_column(series: pd.Series, zeek_type: str, ts_format: str) -> list[Any]:
     """:func:`_json_value` of every value of a column (None: left out), whole columns at a time where the
     dtype allows (integers, doubles, booleans, Arrow text), else value by value."""
@@ -525,7 +521,8 @@ def _json_column(series: pd.Series, zeek_type: str, ts_format: str) -> list[Any]
         and zeek_type not in FLOAT_TYPES | INT_TYPES | {"bool"}
     ):
         text = series.to_numpy(dtype=object, na_value=None).tolist()
-        escaped = pc.match_substring_regex(pa.array(series, pa.string(), from_pandas=True), _JSON_ESCAPED)
+        arr = pa.array(series, pa.string(), from_pandas=True)
+        escaped = pc.match_substring_regex(arr, ESCAPED_CHARS_REGEX)  # the values _json_string changes
         for i in np.flatnonzero(pc.fill_null(escaped, False).to_numpy(zero_copy_only=False)):
             text[i] = _json_string(text[i])
         return text
