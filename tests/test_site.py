@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import SAMPLE_LOGS, run_cli
-from zeek_ml.notices.site import directions, local_discovery, severities, severity, severity_rank
+from zeek_ml.notices.site import arrow_texts, directions, local_discovery, severities, severity, severity_rank, texts
 from zeek_ml.sources.files import iter_batches, read_frames
 from zeek_ml.sources.local_nets import LocalNets
 
@@ -106,3 +106,47 @@ def test_link_local_discovery_chatter_is_not_a_notice_unless_asked(shared_data: 
     every = json.loads(told.stdout)["notices"]
     assert every >= 10  # the model does flag them ...
     assert json.loads(quiet.stdout)["notices"] == 0  # ... and none becomes a notice by default
+
+
+def test_local_discovery_rules_alike_on_columns_as_read_and_as_python_objects() -> None:
+    rows = [  # (resp_h, resp_p, proto, is chatter)
+        ("224.0.0.251", 5353, "udp", True),
+        ("239.255.255.250", 1900, "udp", True),
+        ("FF02::FB", 5353, "udp", True),
+        ("ff02::1:3", 5355, "udp", True),
+        ("192.168.1.255", 137, "udp", True),
+        ("255.255.255.255", 67, "udp", True),
+        ("223.0.0.251", 5353, "udp", False),  # just below multicast
+        ("240.0.0.1", 5353, "udp", False),  # just above
+        ("224.0.0.251", 5353, "tcp", False),
+        ("224.0.0.251", 53, "udp", False),
+        ("192.168.1.25", 137, "udp", False),
+        ("10.0.0.255", None, "udp", False),  # no port
+        (None, 5353, "udp", False),
+        ("fe80::1", 5353, None, False),
+    ]
+    expected = [r[3] for r in rows]
+    as_read = pd.DataFrame(
+        {
+            "id.resp_h": pd.array([r[0] for r in rows], dtype="str"),
+            "id.resp_p": pd.array([r[1] for r in rows], dtype="Int64"),
+            "proto": pd.array([r[2] for r in rows], dtype="str"),
+        }
+    )
+    assert local_discovery(as_read).tolist() == expected
+    assert local_discovery(as_read.astype(object)).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.array(["10.0.0.1", None, "ff02::fb", "10.0.0.1"], dtype="str"),
+        pd.array([80, None, 0, 65535], dtype="Int64"),
+        pd.array(["tcp", "udp", None, "icmp"], dtype=object),
+        pd.array([1.0, None, 2.5, 80.0], dtype="Float64"),  # neither text nor integer: through texts()
+        np.array([80.0, np.nan, 2.5, 1e20]),
+    ],
+)
+def test_arrow_texts_are_texts(values) -> None:
+    series = pd.Series(values)
+    assert arrow_texts(series).to_pylist() == texts(series).tolist()

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from zeek_ml.features.context import TIME_SKEW, StreamClock, no_gc, ts_seconds
 from zeek_ml.model.scorer import Verdicts, plain
@@ -52,7 +54,7 @@ from zeek_ml.notices.notice import (
     notice_sub,
     notices_from_verdicts,
 )
-from zeek_ml.notices.site import directions, local_discovery, severities, severity, severity_rank, texts
+from zeek_ml.notices.site import arrow_texts, directions, local_discovery, severities, severity, severity_rank
 from zeek_ml.sources.local_nets import LocalNets
 
 if TYPE_CHECKING:
@@ -139,7 +141,9 @@ class NoticePolicy:
             pattern = self.profile.match(sub, direction, scores[idx])
         family = None
         if verdicts.family is not None:
-            family = pd.Series(np.asarray(verdicts.family, dtype=object)[idx]).fillna("").astype(str).to_numpy()
+            family = np.asarray(verdicts.family, dtype=object)[idx]
+            if not all(type(f) is str for f in family.tolist()):  # a model's own names are text already
+                family = pd.Series(family).fillna("").astype(str).to_numpy()
         return Candidates(idx, direction, threshold, pattern, family, rows)
 
 
@@ -372,25 +376,27 @@ class _Batch:
         conns = None
         if m:
             conns = cand.rows if cand.rows is not None else _rows(verdicts.conns, _BATCH_FIELDS, cand.idx)
-        empty = np.zeros(0, dtype=object)
-        orig = texts(conns["id.orig_h"]) if conns is not None else empty
-        resp = texts(conns["id.resp_h"]) if conns is not None else empty
-        ports = (texts(conns["id.resp_p"]) + "/" + texts(conns["proto"])) if conns is not None else empty
-        family = cand.family if cand.family is not None else np.full(m, "", dtype=object)
-        by_dst = cand.direction == "inbound"
-        host = np.where(by_dst, resp, orig)
-        prefix = np.where(by_dst, "dst=", "src=")
-        keys = pd.Series(cand.direction, dtype=object) + "|" + family + "|" + prefix + host if m else empty
-        # The candidates' columns as Python lists: the per-row loop (_join) reads no numpy scalar
-        self.keys: list[str] = keys.tolist()
         self.direction: list[str] = [str(d) for d in cand.direction.tolist()]
-        self.family: list[str] = [str(f) for f in family.tolist()]
+        self.family: list[str] = [str(f) for f in cand.family.tolist()] if cand.family is not None else [""] * m
+        by_dst = cand.direction == "inbound"
         self.by_dst: list[bool] = by_dst.tolist()
+        # The candidates' columns as Python lists: the per-row loop (_join) reads no numpy scalar. The
+        # text is joined in Arrow (the key: direction|family|src=host or dst=host; the port: port/proto).
+        self.keys: list[str] = []
+        self.orig: list[str] = []
+        self.resp: list[str] = []
+        self.ports: list[str] = []
+        if conns is not None:
+            orig, resp = arrow_texts(conns["id.orig_h"]), arrow_texts(conns["id.resp_h"])
+            inbound = pa.array(by_dst, pa.bool_())
+            host = pc.binary_join_element_wise(pc.if_else(inbound, "dst=", "src="), pc.if_else(inbound, resp, orig), "")
+            text = [pa.array(self.direction, pa.string()), pa.array(self.family, pa.string()), host]
+            self.keys = pc.binary_join_element_wise(*text, "|").to_pylist()
+            self.orig, self.resp = orig.to_pylist(), resp.to_pylist()
+            ports = pc.binary_join_element_wise(arrow_texts(conns["id.resp_p"]), arrow_texts(conns["proto"]), "/")
+            self.ports = ports.to_pylist()
         self.scores: list[float] = np.asarray(verdicts.scores, dtype=float)[cand.idx].tolist()
         self.threshold: list[float] = cand.threshold.astype(float).tolist()
-        self.orig: list[str] = [str(v) for v in orig.tolist()]
-        self.resp: list[str] = [str(v) for v in resp.tolist()]
-        self.ports: list[str] = [str(v) for v in ports.tolist()]
         self.pattern: list[int] = cand.pattern.astype(int).tolist()
         self.uids = None
         if sink.track_uids and "uid" in verdicts.conns:

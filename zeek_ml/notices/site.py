@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from zeek_ml.sources.local_nets import LocalNets
 
@@ -62,6 +64,16 @@ def texts(values: pd.Series) -> np.ndarray:
     return np.append(table, "-")[codes]
 
 
+def arrow_texts(values: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """:func:`texts` as an Arrow string array: Arrow-backed text and integer columns converted in Arrow
+    (no Python string per row), any other column through :func:`texts`."""
+    if values.dtype != object:
+        arr = pa.array(values)  # an Arrow-backed column as it is; Int64 with its nulls
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_integer(arr.type):
+            return pc.fill_null(pc.cast(arr, pa.string()), "-")
+    return pa.array(texts(values), pa.string())
+
+
 def _flag(conns: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(value, known) of a Zeek bool column such as ``local_orig``."""
     if name not in conns.columns:
@@ -82,14 +94,16 @@ def directions(conns: pd.DataFrame, local_nets: LocalNets | None = None, *, pref
     elsewhere. A local host sending to multicast or broadcast is ``internal``.
     """
     nets = local_nets or LocalNets()
-    orig_net, _ = nets.classify(conns["id.orig_h"])
-    resp_net, resp_group = nets.classify(conns["id.resp_h"])
     orig_local, orig_known = _flag(conns, "local_orig")
     resp_local, resp_known = _flag(conns, "local_resp")
     if not prefer_zeek:
         orig_known[:] = False
         resp_known[:] = False
-    orig = np.where(orig_known, orig_local, orig_net)
+    orig = orig_local.copy()
+    unknown = np.flatnonzero(~orig_known)  # the local nets decide only where Zeek did not (no parsing else)
+    if len(unknown):
+        orig[unknown] = nets.classify(conns["id.orig_h"].iloc[unknown])[0]
+    resp_net, resp_group = nets.classify(conns["id.resp_h"])
     resp = np.where(resp_known, resp_local, resp_net) | (orig & resp_group)
     out = np.full(len(conns), "external", dtype=object)
     out[orig & resp] = "internal"
@@ -137,14 +151,16 @@ def local_discovery(conns: pd.DataFrame) -> np.ndarray:
     out = np.zeros(len(conns), dtype=bool)
     if not len(conns):
         return out
-    port = pd.to_numeric(conns["id.resp_p"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    udp = (conns["proto"].astype(str) == "udp").to_numpy()
+    port = conns["id.resp_p"]
+    port = port if pd.api.types.is_integer_dtype(port.dtype) else pd.to_numeric(port, errors="coerce")
+    port = port.to_numpy(dtype=float, na_value=np.nan)
+    udp = pc.equal(arrow_texts(conns["proto"]), "udp").to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(udp & np.isin(port, list(LOCAL_DISCOVERY_PORTS)))  # the address is read for these only
     if not len(rows):
         return out
-    resp = conns["id.resp_h"].iloc[rows].astype(str).str.lower()
-    first = pd.to_numeric(resp.str.extract(r"^(\d+)\.", expand=False), errors="coerce")
-    multicast = first.between(224, 239).to_numpy() | resp.str.startswith("ff").to_numpy()
-    broadcast = resp.str.endswith(".255").to_numpy()
-    out[rows] = multicast | broadcast
+    resp = pc.utf8_lower(arrow_texts(conns["id.resp_h"].iloc[rows]))
+    # the first of four dotted numbers in 224-239 (leading zeros as a number reads them), or IPv6 ff00::/8
+    multicast = pc.or_(pc.match_substring_regex(resp, r"^0*2(2[4-9]|3[0-9])\."), pc.starts_with(resp, "ff"))
+    broadcast = pc.ends_with(resp, ".255")
+    out[rows] = pc.or_(multicast, broadcast).to_numpy(zero_copy_only=False)
     return out
