@@ -506,7 +506,8 @@ def test_columns_rendered_together_are_each_column_rendered_alone(columns: tuple
     """The TSV writer renders columns of one kind (text, integers, times, doubles, booleans) as one Arrow
     array: byte for byte what rendering each column on its own gives, with nulls, escapes, text that
     Arrow refuses (mixed Python values: rendered on their own), and columns given as ``extra``; ``big``:
-    as a batch above ``GROUP_ROWS`` is, column by column."""
+    as a batch above ``GROUP_ROWS`` is, column by column; and the same when the frame's own columns are
+    rendered first (``prepare``) and the ``extra`` ones later."""
     from zeek_ml.formats import writer as writer_module
 
     texts, mixed, ints, floats, bools = columns
@@ -535,6 +536,9 @@ def test_columns_rendered_together_are_each_column_rendered_alone(columns: tuple
     writer_module.GROUP_ROWS = 0 if big else limit
     try:
         assert writer.render(frame, given_extra) == want
+        # rendered in two steps, the frame's own columns first (the watcher, while the model runs): alike
+        prepared = writer.prepare(frame, list(given_extra or {}))
+        assert prepared is not None and writer.render(frame, given_extra, prepared) == want
     finally:
         writer_module.GROUP_ROWS = limit
 

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
@@ -116,39 +117,65 @@ class ZeekLogWriter:
         return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
     # ------------------------------------------------------------------ rows
-    def write(self, frame: pd.DataFrame, extra: Mapping[str, pd.Series] | None = None) -> int:
+    def write(
+        self, frame: pd.DataFrame, extra: Mapping[str, pd.Series] | None = None, prepared: Prepared | None = None
+    ) -> int:
         """Append the rows of ``frame`` (with the columns ``extra``, of as many rows, taking precedence over
-        the frame's: cheaper than a new frame); returns how many were written."""
+        the frame's: cheaper than a new frame); returns how many were written. ``prepared``: what
+        :meth:`prepare` rendered of this ``frame`` before ``extra`` was known."""
         n = len(frame)
         if n == 0:
             return 0
-        self._out.write(self.render(frame, extra))
+        self._out.write(self.render(frame, extra, prepared))
         self._out.flush()
         self.rows += n
         return n
 
-    def render(self, frame: pd.DataFrame, extra: Mapping[str, pd.Series] | None = None) -> bytes:
+    def render(
+        self, frame: pd.DataFrame, extra: Mapping[str, pd.Series] | None = None, prepared: Prepared | None = None
+    ) -> bytes:
         """The rows of ``frame`` (and the columns ``extra``) as log lines, each ending in a newline."""
         columns = _Columns(frame, extra or {})
-        return self._tsv_bytes(columns) if self.fmt == "tsv" else self._json_bytes(columns)
+        if self.fmt != "tsv":
+            return self._json_bytes(columns)
+        done = prepared.columns if prepared is not None and prepared.frame is frame else {}
+        return self._join_lines(self._tsv_columns(columns, done), len(frame))
 
-    def _tsv_bytes(self, frame: _Columns) -> bytes:
+    def prepare(self, frame: pd.DataFrame, later: Sequence[str]) -> Prepared | None:
+        """Render now the columns of ``frame`` other than ``later`` (TSV; None for JSON), for a :meth:`write`
+        of this ``frame`` with the columns ``later`` as ``extra``: the same bytes, with the work done
+        while something else computes ``later`` (the watcher: while the model runs)."""
+        if self.fmt != "tsv" or not len(frame):
+            return None
+        skip = set(later)
+        fields = [index for index, (name, _) in enumerate(self.fields) if name not in skip]
+        return Prepared(frame, self._tsv_columns(_Columns(frame, {}), {}, fields))
+
+    def _tsv_columns(
+        self, frame: _Columns, done: Mapping[int, pa.Array], fields: Sequence[int] | None = None
+    ) -> dict[int, pa.Array]:
+        """The fields at ``fields`` (default: all) rendered as Zeek's TSV text, by position, but those
+        ``done`` has."""
         n = len(frame)
-        columns: list[pa.Array | None] = [None] * len(self.fields)
+        columns: dict[int, pa.Array] = dict(done)
         groups: dict[str, list[tuple[int, Any]]] = {}
-        for index, (name, zeek_type) in enumerate(self.fields):
+        for index in range(len(self.fields)) if fields is None else fields:
+            if index in columns:
+                continue
+            name, zeek_type = self.fields[index]
+            first = index == 0
             if name not in frame:
                 columns[index] = pa.array([self.unset_field] * n, pa.string())
                 continue
             series = frame[name]
-            kind = _group_of(series, zeek_type) if index > 0 and n <= GROUP_ROWS else None
+            kind = _group_of(series, zeek_type) if not first and n <= GROUP_ROWS else None
             if kind == "string":
                 try:
                     series = self._string_array(series)
                 except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
                     kind = None
             if kind is None:
-                columns[index] = self._tsv_column(series, zeek_type, first=index == 0)
+                columns[index] = self._tsv_column(series, zeek_type, first=first)
             else:
                 groups.setdefault(kind, []).append((index, series))
         # Columns rendered alike go through Arrow as one array (the same values, one call instead of one
@@ -157,7 +184,12 @@ class ZeekLogWriter:
             rendered = self._group_column(kind, [column for _, column in members])
             for j, (index, _) in enumerate(members):
                 columns[index] = rendered.slice(j * n, n)
-        lines = pc.binary_join_element_wise(*columns, "\t" if self.separator == "\t" else self.separator)
+        return columns
+
+    def _join_lines(self, columns: Mapping[int, pa.Array], n: int) -> bytes:
+        """The rendered fields, in the log's order, as lines."""
+        ordered = [columns[index] for index in range(len(self.fields))]
+        lines = pc.binary_join_element_wise(*ordered, "\t" if self.separator == "\t" else self.separator)
         lines = pc.binary_join_element_wise(lines, pa.array([""] * n, pa.string()), "\n")
         if isinstance(lines, pa.ChunkedArray):
             lines = lines.combine_chunks()
@@ -359,6 +391,15 @@ class _Columns:
     def __getitem__(self, name: str) -> pd.Series:
         column = self.extra.get(name)
         return self.frame[name] if column is None else column
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Fields of one frame already rendered (:meth:`ZeekLogWriter.prepare`)."""
+
+    frame: pd.DataFrame
+    columns: Mapping[int, pa.Array]
+    """By position in the writer's fields."""
 
 
 def _isna(series: pd.Series) -> np.ndarray:

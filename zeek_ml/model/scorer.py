@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -167,21 +167,35 @@ class Scorer:
         still takes the rows in log order, here) and the caller writes batch ``k - 1``: the same
         verdicts, sooner. One batch waits for the next, so this is for files, not live tails.
         """
-        split = all(hasattr(self.model, a) for a in ("features", "predict_all", "explain"))
-        if threads < 2 or not split:
+        if threads < 2 or not self.splits:
             for batch in batches:
                 yield batch, self(batch)
             return
         with ThreadPoolExecutor(1, thread_name_prefix="zeek-ml-model") as pool:
-            pending: tuple[pd.DataFrame, Any, Future] | None = None
+            pending: tuple[pd.DataFrame, Callable[[], Verdicts]] | None = None
             for batch in batches:
-                X = self.model.features(batch, self.context) if self.context is not None else self.model.features(batch)
-                running = pool.submit(self.model.predict_all, X)
+                running = self.begin(batch, pool)
                 if pending is not None:
-                    yield pending[0], self._finish(*pending)
-                pending = (batch, X, running)
+                    yield pending[0], pending[1]()
+                pending = (batch, running)
             if pending is not None:
-                yield pending[0], self._finish(*pending)
+                yield pending[0], pending[1]()
+
+    @property
+    def splits(self) -> bool:
+        """Whether the model's features and its run can be apart (:meth:`begin` runs the model in a pool)."""
+        return all(hasattr(self.model, a) for a in ("features", "predict_all", "explain"))
+
+    def begin(self, batch: pd.DataFrame, pool: Executor | None) -> Callable[[], Verdicts]:
+        """``self(batch)`` in two steps: the features now (the host context takes the batches in the order
+        they begin), the model in ``pool`` (onnxruntime lets go of the GIL); call the result for the
+        verdicts. Without a pool, or with a model that cannot split, it all happens now."""
+        if pool is None or not self.splits:
+            verdicts = self(batch)
+            return lambda: verdicts
+        X = self.model.features(batch, self.context) if self.context is not None else self.model.features(batch)
+        running = pool.submit(self.model.predict_all, X)
+        return lambda: self._finish(batch, X, running)
 
     def _finish(self, batch: pd.DataFrame, X: Any, running: Future) -> Verdicts:
         scores, fam = running.result()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from zeek_ml.formats.schema import CONN_FIELDS, CONN_TYPES
-from zeek_ml.formats.writer import WriterFactory, ZeekLogWriter
+from zeek_ml.formats.writer import Prepared, WriterFactory, ZeekLogWriter
 from zeek_ml.model.scorer import Verdicts
 from zeek_ml.notices.notice import NOTICE_LOG_FIELDS, SCORE_FIELDS, notices_from_verdicts
 
@@ -102,16 +102,25 @@ class EnrichedSink:
         self.keep_extra = keep_extra
         self.writer: ZeekLogWriter | None = None
 
-    def write(self, verdicts: Verdicts) -> int:
-        batch = verdicts.conns
+    def prepare(self, batch: pd.DataFrame) -> Prepared | None:
+        """Render ``batch``'s own columns before its verdicts exist (see :meth:`ZeekLogWriter.prepare`); pass
+        the result to :meth:`write` with the batch's verdicts."""
+        return self._writer(batch).prepare(batch, [name for name, _ in SCORE_FIELDS])
+
+    def _writer(self, batch: pd.DataFrame) -> ZeekLogWriter:
         if self.writer is None:
             self.writer = self.factory("conn", enriched_fields(batch if self.keep_extra else None))
+        return self.writer
+
+    def write(self, verdicts: Verdicts, prepared: Prepared | None = None) -> int:
+        batch = verdicts.conns
+        writer = self._writer(batch)
         n, index = len(batch), batch.index
         scores = pd.Series(np.asarray(verdicts.scores, dtype=float), index=index, copy=False)
         model = pd.Series(np.full(n, verdicts.model_name, dtype=object), index=index, copy=False)
         verdict = pd.Series(verdicts.flagged, index=index)
         extra = {"zeek_ml.score": scores, "zeek_ml.verdict": verdict, "zeek_ml.model": model}
-        return self.writer.write(batch, extra)  # (a new frame with three more columns cost more than the rows)
+        return writer.write(batch, extra, prepared)  # (a new frame with three more columns cost more than the rows)
 
     def flush(self) -> None:
         pass

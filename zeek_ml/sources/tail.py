@@ -509,15 +509,29 @@ class LogFollower:
         return out
 
     def _find(self, saved: dict[str, Any]) -> str | None:
-        """Where the checkpointed file is now: same inode and first bytes, else same first bytes."""
+        """Where the checkpointed file is now: the file whose first bytes are its first bytes.
+
+        The live path first, the rotated files listed after: a rotation renames the live file before it
+        makes the next one, so when the live path holds another file the rename is done and the listing
+        that follows shows it. Looked for twice: a rotated file may move on (log-queue to archive) while
+        the directories are listed.
+        """
         fp_len, fp_hash = int(saved.get("fp_len", 0)), saved.get("fp_hash", "")
-        paths = [self.live, saved["path"], *self._rotated_files()]
-        for path in dict.fromkeys(paths):
-            if not os.path.isfile(path):
-                continue
-            head = _head(path, fp_len)
-            if len(head) == fp_len and _hash(head) == fp_hash:
-                return path
+
+        def same(path: str) -> bool:
+            try:
+                head = _head(path, fp_len) if os.path.isfile(path) else b""
+            except OSError:  # gone since it was listed (gzipped into the archive, removed)
+                return False
+            return len(head) == fp_len and _hash(head) == fp_hash
+
+        for _ in range(2):
+            for path in dict.fromkeys([self.live, saved["path"]]):
+                if same(path):
+                    return path
+            for path in self._rotated_files():
+                if same(path):
+                    return path
         return None
 
     def _attach(self, cur: TrackedFile, skip: int) -> None:

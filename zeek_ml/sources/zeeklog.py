@@ -613,8 +613,8 @@ def _container(
         # Nothing to unescape or cap: split in Arrow (the same lists as the loop below makes)
         with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
             lists = pc.split_pattern(col, pattern=header.set_separator)
-            empty = pa.scalar([], lists.type)
-            arr = pc.if_else(pc.equal(col, header.empty_field), empty, lists)
+            is_empty = pc.equal(col, header.empty_field)
+            arr = pc.if_else(is_empty, pa.scalar([], lists.type), lists) if pc.any(is_empty).as_py() else lists
             if inner in FLOAT_TYPES or inner in INT_TYPES or inner == "bool":
                 arr = arr.cast(pa.list_(arrow_type(inner)))
             return arr, None

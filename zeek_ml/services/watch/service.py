@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,6 +214,8 @@ class Watcher:
         self.disk_full_since: float | None = None
         self._disk_full_said = 0.0
         self._disk_full_tries = 0
+        self._model_pool: ThreadPoolExecutor | None = None
+        """With two threads or more (``--threads``): where the model runs beside the writers (see :meth:`_process`)."""
 
     # ------------------------------------------------------------------ setup
     def _resolve_format(self, live: str) -> None:
@@ -365,6 +368,8 @@ class Watcher:
             on_event=self._on_follower_event,
         )
         clean = False
+        if getattr(self.model, "threads", 1) >= 2:
+            self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="zeek-ml-model")
         try:
             self._restore()
             self._start_events(os.path.dirname(live))
@@ -529,10 +534,13 @@ class Watcher:
             for seg in segments:
                 frames.extend(f for f in seg.file.parser.feed(seg.data, seg.first_line, seg.final) if len(f))
             for frame in frames:
-                verdicts = self.scorer(frame)
+                # The model runs in the pool while this thread renders the batch's own columns for --all
+                running = self.scorer.begin(frame, self._model_pool)
+                prepared = {name: sink.prepare(frame) for name, sink in self.sinks.items() if hasattr(sink, "prepare")}
+                verdicts = running()
                 self.counts["scored"] += len(frame)
                 for name, sink in self.sinks.items():
-                    written = sink.write(verdicts)
+                    written = sink.write(verdicts, prepared[name]) if name in prepared else sink.write(verdicts)
                     if name == "notice":
                         self.counts["notices"] += written
                 if self.metrics is not None:  # lag: the end of the newest connection scored
@@ -718,6 +726,8 @@ class Watcher:
                 out.close()
         with contextlib.suppress(Exception):
             self.follower.close()
+        if self._model_pool is not None:
+            self._model_pool.shutdown(wait=True)
         if clean:
             self.log(
                 "stopped",
