@@ -240,8 +240,9 @@ class _Collect:
         self.fields = list(fields)
         self.frames: list[Any] = []
 
-    def write(self, frame: Any, extra: dict[str, Any] | None = None) -> int:
-        """Keep ``frame`` (with the columns ``extra``, as :meth:`ZeekLogWriter.write` takes them)."""
+    def write(self, frame: Any, extra: dict[str, Any] | None = None, prepared: Any = None) -> int:
+        """Keep ``frame`` (with the columns ``extra``, as :meth:`ZeekLogWriter.write` takes them; nothing is
+        rendered here, so ``prepared`` is not needed)."""
         if len(frame):
             columns = dict(extra or {})
             if self.sensor:

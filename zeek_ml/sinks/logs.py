@@ -120,7 +120,8 @@ class EnrichedSink:
         model = pd.Series(np.full(n, verdicts.model_name, dtype=object), index=index, copy=False)
         verdict = pd.Series(verdicts.flagged, index=index)
         extra = {"zeek_ml.score": scores, "zeek_ml.verdict": verdict, "zeek_ml.model": model}
-        return writer.write(batch, extra, prepared)  # (a new frame with three more columns cost more than the rows)
+        # (a new frame with three more columns cost more than the rows)
+        return writer.write(batch, extra) if prepared is None else writer.write(batch, extra, prepared)
 
     def flush(self) -> None:
         pass
