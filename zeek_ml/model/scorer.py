@@ -186,15 +186,16 @@ class Scorer:
         """Whether the model's features and its run can be apart (:meth:`begin` runs the model in a pool)."""
         return all(hasattr(self.model, a) for a in ("features", "predict_all", "explain"))
 
-    def begin(self, batch: pd.DataFrame, pool: Executor | None) -> Callable[[], Verdicts]:
+    def begin(self, batch: pd.DataFrame, pool: Executor | None, threads: int | None = None) -> Callable[[], Verdicts]:
         """``self(batch)`` in two steps: the features now (the host context takes the batches in the order
         they begin), the model in ``pool`` (onnxruntime lets go of the GIL); call the result for the
-        verdicts. Without a pool, or with a model that cannot split, it all happens now."""
+        verdicts (``threads``: the model's threads for this batch, default its own). Without a pool, or
+        with a model that cannot split, it all happens now."""
         if pool is None or not self.splits:
             verdicts = self(batch)
             return lambda: verdicts
         X = self.model.features(batch, self.context) if self.context is not None else self.model.features(batch)
-        running = pool.submit(self.model.predict_all, X)
+        running = pool.submit(self.model.predict_all, X, threads)
         return lambda: self._finish(batch, X, running)
 
     def _finish(self, batch: pd.DataFrame, X: Any, running: Future) -> Verdicts:
