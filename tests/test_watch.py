@@ -525,9 +525,10 @@ def test_eve_json_in_eve_alerts_out_exactly_once(tmp_path: Path) -> None:
 
 
 def test_threads_give_the_same_verdicts_and_notices(tmp_path: Path) -> None:
-    """``watch --threads 2`` runs the model on a batch's parts in two threads: 4,000 real rows give the same
-    scores, reasons and notices as ``--threads 1``, in one batch (1,024-row parts) and in 48 KiB batches
-    of about 300 rows (two parts each, as under load)."""
+    """``watch --threads 2`` runs the model in a thread of its own while the enriched lines are rendered
+    (``--all``), and on a batch's parts in two threads without ``--all``: 4,000 real rows give the same
+    scores, reasons and notices as ``--threads 1``, in one batch and in 48 KiB batches of about 300 rows
+    (two parts each, as under load)."""
     logs = tmp_path / "logs"
     logs.mkdir()
     lab = ROOT / "tests" / "data" / "lab" / "lab-namespaces-2026.part1.head4000.conn.log.labeled.gz"
@@ -545,3 +546,9 @@ def test_threads_give_the_same_verdicts_and_notices(tmp_path: Path) -> None:
     assert len(rows) == 4000 and notices  # every row, and incidents to report
     assert written["2", "4096"] == written["1", "4096"]
     assert written["2", "48"] == written["1", "4096"]
+    alone = tmp_path / "notices-only"  # no --all: nothing to render beside the model
+    alone.mkdir()
+    args = ("--poll-interval", "0.05", "--exit-when-idle", "1.5", "--threads", "2", "--batch-kib", "48")
+    res = run_cli("watch", str(logs), "-o", str(alone / "notice.log"), *args, timeout=240)
+    assert res.returncode == 0, res.stderr
+    assert [ln for ln in (alone / "notice.log").read_text().splitlines() if not ln.startswith("#")] == notices

@@ -533,12 +533,13 @@ class Watcher:
             frames: list[pd.DataFrame] = []
             for seg in segments:
                 frames.extend(f for f in seg.file.parser.feed(seg.data, seg.first_line, seg.final) if len(f))
+            early = [name for name, sink in self.sinks.items() if hasattr(sink, "prepare")]
             for frame in frames:
-                # The model runs in the pool (one thread: this one, not the model's, is the slower; splitting
-                # the model again cost more CPU than it saved, p99 at 50k conn/s 118-201 ms against 171-307)
-                # while this thread renders the batch's own columns for --all
-                running = self.scorer.begin(frame, self._model_pool, threads=1)
-                prepared = {name: sink.prepare(frame) for name, sink in self.sinks.items() if hasattr(sink, "prepare")}
+                # With --all the model runs in the pool while this thread renders the batch's own columns, on
+                # one thread (this one, not the model's, is the slower; splitting the model again cost more
+                # CPU than it saved: p99 at 50k conn/s 118-201 ms against 171-307). Without, as one call.
+                running = self.scorer.begin(frame, self._model_pool if early else None, threads=1)
+                prepared = {name: self.sinks[name].prepare(frame) for name in early}
                 verdicts = running()
                 self.counts["scored"] += len(frame)
                 for name, sink in self.sinks.items():
