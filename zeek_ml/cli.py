@@ -776,7 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_threads,
         default=default_threads(),
         metavar="N",
-        help="threads the model runs a batch's parts in (the same verdicts, sooner under load; "
+        help="2 or more: with --all the model runs in a thread of its own while the enriched lines are "
+        "rendered, without it on a batch's parts in N threads (the same verdicts, sooner under load; "
         f"default: the cores this process may use, {default_threads()})",
     )
     watch.add_argument("--from-end", action="store_true", help="on a first start, skip the rows already written")
