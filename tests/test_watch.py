@@ -322,9 +322,9 @@ def test_file_deleted_before_it_was_drained_is_reported(tmp_path: Path) -> None:
 
 def test_restart_finds_the_checkpointed_file_while_zeek_rotates_it(tmp_path: Path) -> None:
     """A restart looking for the file its checkpoint names while Zeek renames it and makes the next
-    conn.log: found (it is read on, nothing lost), however the search and the rename interleave. (A
-    search that listed the rotated files first, then read the live path, missed it: the kill test
-    lost the rest of a file now and then.)"""
+    conn.log, the rename landing just after the rotated files were listed: found, read on, nothing
+    lost. (The search listed the rotated files first, then read the live path, and missed it: the
+    kill test lost the rest of a file now and then.)"""
     from zeek_ml.sources.files import make_parser
     from zeek_ml.sources.reading import ReadContext, ReadStats, RejectLog
     from zeek_ml.sources.tail import LogFollower
@@ -528,7 +528,7 @@ def test_threads_give_the_same_verdicts_and_notices(tmp_path: Path) -> None:
     """``watch --threads 2`` runs the model in a thread of its own while the enriched lines are rendered
     (``--all``), and on a batch's parts in two threads without ``--all``: 4,000 real rows give the same
     scores, reasons and notices as ``--threads 1``, in one batch and in 48 KiB batches of about 300 rows
-    (two parts each, as under load)."""
+    (as under load)."""
     logs = tmp_path / "logs"
     logs.mkdir()
     lab = ROOT / "tests" / "data" / "lab" / "lab-namespaces-2026.part1.head4000.conn.log.labeled.gz"

@@ -186,7 +186,6 @@ def _one_line(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-@functools.lru_cache(maxsize=1 << 16)
 def valid_addr(text: str) -> bool:
     """True for an address as Zeek writes one (dotted IPv4, or IPv6 text). Remembered for the last
     65,536 distinct texts: a live batch checks the same IPv6 addresses as the batch before."""
