@@ -189,7 +189,7 @@ class ZeekLogWriter:
     def _join_lines(self, columns: Mapping[int, pa.Array], n: int) -> bytes:
         """The rendered fields, in the log's order, as lines."""
         ordered = [columns[index] for index in range(len(self.fields))]
-        lines = pc.binary_join_element_wise(*ordered, "\t" if self.separator == "\t" else self.separator)
+        lines = pc.binary_join_element_wise(*ordered, self.separator)
         lines = pc.binary_join_element_wise(lines, pa.array([""] * n, pa.string()), "\n")
         if isinstance(lines, pa.ChunkedArray):
             lines = lines.combine_chunks()
@@ -356,7 +356,7 @@ more than copying them into one array costs); bigger ones (offline ``score``) co
 
 
 def _group_of(series: pd.Series, zeek_type: str) -> str | None:
-    """Which columns :meth:`ZeekLogWriter._tsv_bytes` renders together (None: this one on its own).
+    """Which columns :meth:`ZeekLogWriter._tsv_columns` renders together (None: this one on its own).
 
     Only where rendering is the same function of each value whatever the column: times and intervals,
     doubles, integers held as integers, booleans, and text (a column Arrow does not take as text is

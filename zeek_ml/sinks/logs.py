@@ -120,8 +120,7 @@ class EnrichedSink:
         model = pd.Series(np.full(n, verdicts.model_name, dtype=object), index=index, copy=False)
         verdict = pd.Series(verdicts.flagged, index=index)
         extra = {"zeek_ml.score": scores, "zeek_ml.verdict": verdict, "zeek_ml.model": model}
-        # (a new frame with three more columns cost more than the rows)
-        return writer.write(batch, extra) if prepared is None else writer.write(batch, extra, prepared)
+        return writer.write(batch, extra, prepared)  # (a new frame with three more columns cost more than the rows)
 
     def flush(self) -> None:
         pass

@@ -558,7 +558,7 @@ def _postprocess(
         name = table.column_names[index]
         col = table.column(index)
         if is_container(zeek_type):
-            arr, values = _container(col, zeek_type, header, stats, replace=name in known)
+            arr, values = _container(col, zeek_type, header, stats, replace=name in known, escapes=escapes)
             if values is not None:
                 objects[name] = values
                 arr = pa.nulls(len(col), pa.list_(pa.string()))
@@ -601,7 +601,12 @@ def _cap(value: Any, stats: ReadStats) -> Any:
 
 
 def _container(
-    col: pa.ChunkedArray, zeek_type: str, header: LogHeader, stats: ReadStats | None = None, replace: bool = False
+    col: pa.ChunkedArray,
+    zeek_type: str,
+    header: LogHeader,
+    stats: ReadStats | None = None,
+    replace: bool = False,
+    escapes: bool = True,
 ) -> tuple[pa.Array, list[Any] | None]:
     """``a,b`` -> ["a", "b"]; ``(empty)`` -> []; ``-`` -> null; elements unescaped and typed.
 
@@ -609,7 +614,7 @@ def _container(
     longer than :data:`MAX_VALUE_CHARS` keeps the elements that fit (counted in ``stats``).
     """
     inner = element_type(zeek_type)
-    if stats is None and not pc.any(pc.match_substring(col, "\\")).as_py():
+    if stats is None and not (escapes and pc.any(pc.match_substring(col, "\\")).as_py()):
         # Nothing to unescape or cap: split in Arrow (the same lists as the loop below makes)
         with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
             lists = pc.split_pattern(col, pattern=header.set_separator)
