@@ -12,7 +12,9 @@ median.
   ``LogToDataFrame`` -> ``DataFrameToMatrix`` over the usual conn columns -> scikit-learn
   ``IsolationForest`` (100 trees, fitted on the first 100,000 rows) scoring every row;
 - ``zeek-ml score`` with the shipped conn-cnn-v1, with the default conn-cnn-v2, with
-  ``--no-aggregate``, and on the same rows written as Zeek JSON (``LogAscii::use_json``).
+  ``--no-aggregate``, and on the same rows written as Zeek JSON (``LogAscii::use_json``);
+- ``stages``: zeek-ml's reader, conn-cnn-v2's features and the model, one thread, and nothing else (no
+  verdicts, notices or output): the most ``zeek-ml score`` could do with this model, whatever the rest cost.
 
     python bench/bench_table.py                      # 2 M rows, 3 interleaved repeats
     python bench/bench_table.py --rows 500000 --repeat 5
@@ -70,6 +72,21 @@ def child_zat(path: str) -> None:
     model = IsolationForest(n_estimators=100, random_state=0).fit(matrix[:100_000])
     flagged = int((model.decision_function(matrix) < 0).sum())
     print(f"{len(frame)} rows, {flagged} flagged", file=sys.stderr)
+
+
+def child_stages(path: str) -> None:
+    """Reading, features and the model of the default ``score``, one thread, nothing written (own process)."""
+    from zeek_ml.model.conn_model import load_model
+    from zeek_ml.sources.files import iter_batches
+
+    model = load_model(REPO_ROOT / "models" / "conn-cnn-v2.onnx")
+    context = model.new_context()
+    flagged = rows = 0
+    for batch in iter_batches(path):
+        scores, _ = model.predict_all(model.features(batch, context))
+        flagged += int((scores >= model.threshold).sum())
+        rows += len(batch)
+    print(f"{rows} rows, {flagged} flagged ({100 * flagged / max(rows, 1):.1f} %)", file=sys.stderr)
 
 
 def json_copy(path: str) -> str:
@@ -151,6 +168,7 @@ def contenders(path: str, rows: int, only: set[str] | None) -> list[Contender]:
         ("v2", "zeek-ml score (default, conn-cnn-v2)", [*cli, "score", path, "-o", out]),
         ("noagg", "zeek-ml score --no-aggregate", [*cli, "score", path, "-o", out, "--no-aggregate"]),
         ("json", "zeek-ml score, the same rows as Zeek JSON", [*cli, "score", "@JSON@", "-o", out]),
+        ("stages", "zeek-ml's reader + conn-cnn-v2 features + model only", [py, __file__, "--child-stages", path]),
     ]
     chosen = [t for t in table if only is None or t[0] in only]
     if any(key == "json" for key, _, _ in chosen):
@@ -183,10 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=2_000_000, help="rows of the generated conn.log")
     p.add_argument("--reuse", help="measure this Zeek TSV conn.log instead of a generated one")
     p.add_argument("--repeat", type=int, default=3, help="interleaved repeats")
-    p.add_argument("--only", help="comma-separated subset of floor,zat,v1,v2,noagg,json")
+    p.add_argument("--only", help="comma-separated subset of floor,zat,v1,v2,noagg,json,stages")
     p.add_argument("--child-zat", metavar="PATH", help=argparse.SUPPRESS)
     p.add_argument("--child-json", metavar="PATH", help=argparse.SUPPRESS)
+    p.add_argument("--child-stages", metavar="PATH", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.child_stages:
+        child_stages(a.child_stages)
+        return 0
     if a.child_zat:
         child_zat(a.child_zat)
         return 0
