@@ -130,6 +130,8 @@ class Contender:
     wall: list[float] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
     error: str = ""
+    said: str = ""
+    """The last line the child printed (``stages``: how many rows the model flagged)."""
 
     def run(self) -> None:
         """One measured run: CPU and RSS of exactly this child (``os.wait4``)."""
@@ -141,10 +143,12 @@ class Contender:
             )
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - t0
+            out.seek(0)
+            said = bench_score.last_line(out.read().decode(errors="replace"))
             if os.waitstatus_to_exitcode(status) != 0:
-                out.seek(0)
-                self.error = bench_score.last_line(out.read().decode(errors="replace"))
+                self.error = said
                 return
+        self.said = said
         self.cpu.append(usage.ru_utime + usage.ru_stime)
         self.wall.append(wall)
         self.rss.append(usage.ru_maxrss / 1024)
@@ -193,6 +197,9 @@ def print_table(table: list[Contender], path: str, repeat: int) -> None:
         ratio = f"{floor_rate / med:.1f}" if floor_rate else "-"
         wall = c.rows / statistics.median(c.wall)
         print(f"| {c.name} | {med:,.0f} | {best:,.0f} | {ratio} | {wall:,.0f} | {max(c.rss):,.0f} |")
+    for c in table:
+        if c.said and c.cmd[-2] == "--child-stages":
+            print(f"\nstages: {c.said} (`--no-aggregate` explains each flagged connection)")
 
 
 def main(argv: list[str] | None = None) -> int:
