@@ -76,6 +76,8 @@ def child_zat(path: str) -> None:
 
 def child_stages(path: str) -> None:
     """Reading, features and the model of the default ``score``, one thread, nothing written (own process)."""
+    import numpy as np
+
     from zeek_ml.model.conn_model import load_model
     from zeek_ml.sources.files import iter_batches
 
@@ -84,7 +86,7 @@ def child_stages(path: str) -> None:
     flagged = rows = 0
     for batch in iter_batches(path):
         scores, _ = model.predict_all(model.features(batch, context))
-        flagged += int((scores >= model.threshold).sum())
+        flagged += int((np.round(scores.astype(np.float64), 6) >= model.threshold).sum())  # as verdicts are
         rows += len(batch)
     print(f"{rows} rows, {flagged} flagged ({100 * flagged / max(rows, 1):.1f} %)", file=sys.stderr)
 
